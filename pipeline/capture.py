@@ -1,0 +1,236 @@
+"""Capture node: reads a group of cameras, samples and resizes frames once, and pushes them as
+batched uint8 tensors to the inference worker that owns each camera.
+
+Each camera has its own reader thread (OpenCV releases the GIL while decoding), so a dead or
+slow camera never holds up the others, and a bounded per-camera queue between reader and sender:
+when inference falls behind, the oldest frames are dropped and counted; reading never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import zmq
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from pipeline.config import CameraConfig, CaptureConfig, Config
+from pipeline.errors import SourceError, VidwatchError
+from pipeline.modelpkg import load_package
+from pipeline.routing import worker_for
+from pipeline.sampling import RateSampler
+from pipeline.sources import Source, open_source
+from pipeline.transport import frames_push, worker_endpoint
+from pipeline.wire import encode_frames
+
+logger = logging.getLogger(__name__)
+
+
+class CaptureMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.captured = Counter("vidwatch_frames_captured_total", "Frames decoded from the camera",
+                                ["camera"], registry=registry)
+        self.sampled = Counter("vidwatch_frames_sampled_total", "Frames kept by fps sampling and sent on",
+                               ["camera"], registry=registry)
+        self.dropped = Counter("vidwatch_frames_dropped_total", "Sampled frames dropped, by reason",
+                               ["camera", "reason"], registry=registry)
+        self.up = Gauge("vidwatch_camera_up", "1 while the camera delivers frames", ["camera"],
+                        registry=registry, multiprocess_mode="livemax")
+        self.reconnects = Counter("vidwatch_camera_reconnects_total", "Camera (re)open attempts after a failure",
+                                  ["camera"], registry=registry)
+
+
+@dataclass
+class SampledFrame:
+    seq: int
+    t_capture: float
+    t_stream: float
+    rgb: np.ndarray
+
+
+@dataclass
+class CameraStats:
+    captured: int = 0
+    dropped: int = 0
+    fps_in: float = 0.0
+    window_start: float = field(default_factory=time.monotonic)
+    window_count: int = 0
+
+    def tick(self) -> None:
+        self.captured += 1
+        self.window_count += 1
+        elapsed = time.monotonic() - self.window_start
+        if elapsed >= 2.0:
+            self.fps_in, self.window_start, self.window_count = self.window_count / elapsed, time.monotonic(), 0
+
+
+class CameraReader(threading.Thread):
+    """Reads one camera forever: open, grab, sample, retrieve, resize, enqueue; reopen on failure."""
+
+    def __init__(self, camera: CameraConfig, size: tuple[int, int], settings: CaptureConfig,
+                 metrics: CaptureMetrics, stop: threading.Event) -> None:
+        super().__init__(name=f"camera-{camera.id}", daemon=True)
+        self.camera, self.size, self.settings, self.metrics, self.stop = camera, size, settings, metrics, stop
+        self.queue: deque[SampledFrame] = deque(maxlen=settings.queue_clips)
+        self.lock = threading.Lock()
+        self.stats = CameraStats()
+        self.finished = False  # a file that ended without loop
+        self._seq = 0
+        self._stream_offset = 0.0  # keeps stream time increasing across file loops
+
+    def run(self) -> None:
+        backoff = self.settings.reconnect_min_s
+        while not self.stop.is_set() and not self.finished:
+            try:
+                source = open_source(self.camera.source, self.settings.open_timeout_s, self.settings.read_timeout_s)
+            except SourceError as exc:
+                self._down(f"cannot open: {exc}; retrying in {backoff:.0f} s")
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.reconnect_max_s)
+                continue
+            backoff = self.settings.reconnect_min_s
+            try:
+                self._read(source)
+            except Exception as exc:  # a camera thread must never die: log, count, reopen
+                self._down(f"read failed: {exc!r}")
+            finally:
+                source.release()
+
+    def _down(self, why: str) -> None:
+        self.metrics.up.labels(self.camera.id).set(0)
+        self.metrics.reconnects.labels(self.camera.id).inc()
+        logger.warning("camera %s: %s", self.camera.id, why)
+
+    def _read(self, source: Source) -> None:
+        sampler = RateSampler(self.camera.fps)
+        pacer = _Pacer() if (self.camera.realtime and not source.live) else None
+        last_t = self._stream_offset
+        logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
+        while not self.stop.is_set():
+            if not source.grab():
+                if source.live:
+                    raise SourceError("stream stopped delivering frames (timeout or disconnect)")
+                if self.camera.loop:
+                    self._stream_offset = last_t + (1.0 / source.nominal_fps if source.nominal_fps else 0.1)
+                    return  # reopen from the start
+                logger.info("camera %s: end of file", self.camera.id)
+                self.finished = True
+                return
+            self.metrics.up.labels(self.camera.id).set(1)
+            self.metrics.captured.labels(self.camera.id).inc()
+            self.stats.tick()
+            t_stream = self._stream_offset + source.timestamp()
+            last_t = t_stream
+            if pacer is not None:
+                pacer.wait(t_stream, self.stop)
+            # Live streams are sampled on arrival time: their timestamps can stall or jump.
+            if not sampler.keep(time.monotonic() if source.live else t_stream):
+                continue
+            self._enqueue(source.retrieve(), t_stream)
+
+    def _enqueue(self, bgr: np.ndarray, t_stream: float) -> None:
+        t_capture = time.time()
+        small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # convert after resizing: fewer pixels
+        with self.lock:
+            if len(self.queue) == self.queue.maxlen:
+                self.metrics.dropped.labels(self.camera.id, "queue_full").inc()
+                self.stats.dropped += 1
+            self.queue.append(SampledFrame(self._seq, t_capture, t_stream, rgb))
+        self.metrics.sampled.labels(self.camera.id).inc()
+        self._seq += 1
+
+    def drain(self) -> list[SampledFrame]:
+        with self.lock:
+            frames = list(self.queue)
+            self.queue.clear()
+        return frames
+
+
+class _Pacer:
+    """Plays a file at its own rate, so a file behaves like the live camera it stands in for."""
+
+    def __init__(self) -> None:
+        self.origin: float | None = None
+
+    def wait(self, t_stream: float, stop: threading.Event) -> None:
+        now = time.monotonic()
+        if self.origin is None or t_stream < (now - self.origin) - 5.0:
+            self.origin = now - t_stream
+        delay = self.origin + t_stream - now
+        if delay > 0:
+            stop.wait(delay)
+
+
+def camera_size(config: Config, camera: CameraConfig) -> tuple[int, int]:
+    """(width, height) frames are resized to: the camera's ``resize`` or its first model's input."""
+    if camera.resize is not None:
+        return camera.resize
+    spec = load_package(config.models[camera.models[0].model].path, verify=False).manifest.input
+    return spec.width, spec.height
+
+
+class CaptureNode:
+    """All cameras of one group, sending to every inference worker."""
+
+    def __init__(self, config: Config, group: int, registry: CollectorRegistry | None,
+                 stop: threading.Event | None = None) -> None:
+        cameras = config.groups().get(group)
+        if not cameras:
+            raise VidwatchError(f"capture group {group} has no cameras (groups: {sorted(config.groups())})")
+        self.config, self.stop = config, stop or threading.Event()
+        self.metrics = CaptureMetrics(registry)
+        self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop)
+                        for c in cameras]
+        self.ctx = zmq.Context.instance()
+        endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
+        self.sockets = frames_push(self.ctx, endpoints)
+
+    def run(self) -> None:
+        for reader in self.readers:
+            reader.start()
+        try:
+            while not self.stop.is_set():
+                sent = self.send_pending()
+                if all(r.finished for r in self.readers) and not any(r.queue for r in self.readers):
+                    logger.info("capture: every camera finished")
+                    break
+                if not sent:
+                    self.stop.wait(0.01)
+        finally:
+            self.stop.set()
+            for sock in self.sockets:
+                sock.close(linger=0)
+
+    def send_pending(self) -> int:
+        """Batch queued frames per (worker, frame size) and send; count what could not go."""
+        batches: dict[tuple[int, tuple[int, ...]], list[tuple[str, SampledFrame]]] = {}
+        for reader in self.readers:
+            worker = worker_for(reader.camera.id, len(self.sockets))
+            for frame in reader.drain():
+                batches.setdefault((worker, frame.rgb.shape), []).append((reader.camera.id, frame))
+        sent = 0
+        for (worker, _), items in batches.items():
+            for start in range(0, len(items), self.config.capture.batch_max):
+                sent += self._send(worker, items[start:start + self.config.capture.batch_max])
+        return sent
+
+    def _send(self, worker: int, items: list[tuple[str, SampledFrame]]) -> int:
+        stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in}
+                 for r in self.readers}
+        parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],
+                              [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats)
+        try:
+            self.sockets[worker].send_multipart(parts, copy=False)
+        except zmq.Again:
+            for camera, _ in items:
+                self.metrics.dropped.labels(camera, "inference_busy").inc()
+            for reader in self.readers:
+                reader.stats.dropped += sum(1 for c, _ in items if c == reader.camera.id)
+            return 0
+        return len(items)

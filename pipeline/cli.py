@@ -1,0 +1,202 @@
+"""The ``vidwatch`` command. Runtime commands import no torch; training/export/fitting
+commands import ``models`` lazily and need ``pip install 'vidwatch[models]'``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import VidwatchError
+
+logger = logging.getLogger("vidwatch")
+
+DEFAULT_MODELS_DIR = Path("build/models")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        code: int = args.func(args)
+        return code
+    except VidwatchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidwatch", description="Real-time video analytics for surveillance cameras")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a config (and its model packages) without running")
+    c.add_argument("config", type=Path)
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("run", help="run every stage as a separate process on this host")
+    r.add_argument("config", type=Path)
+    r.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    r.set_defaults(func=cmd_run)
+
+    for name, index_flag, help_text in (("capture", "--group", "run one capture node"),
+                                        ("infer", "--worker", "run one inference worker"),
+                                        ("sink", None, "run the sink")):
+        s = sub.add_parser(name, help=help_text + " alone (stages may live on different hosts)")
+        s.add_argument("config", type=Path)
+        if index_flag:
+            s.add_argument(index_flag, dest="index", type=int, default=0)
+        s.add_argument("--duration", type=float, default=None)
+        s.set_defaults(func=cmd_stage, stage=name)
+
+    m = sub.add_parser("models", help="model packages")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    b = msub.add_parser("build", help="build the shipped model packages (needs vidwatch[models])")
+    b.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
+    b.set_defaults(func=cmd_models_build)
+    ls = msub.add_parser("list", help="list the packages in a folder")
+    ls.add_argument("--dir", type=Path, default=DEFAULT_MODELS_DIR)
+    ls.set_defaults(func=cmd_models_list)
+
+    _models_parsers(sub)
+    return p
+
+
+def _models_parsers(sub: Any) -> None:
+    t = sub.add_parser("train", help="fine-tune a model on your clips")
+    tsub = t.add_subparsers(dest="task", required=True)
+    ta = tsub.add_parser("action", help="action recognition from class folders DATA/<label>/*.mp4")
+    ta.add_argument("--data", type=Path, required=True)
+    ta.add_argument("--out", type=Path, required=True)
+    ta.add_argument("--epochs", type=int, default=None)
+    ta.add_argument("--frames", type=int, default=None)
+    ta.add_argument("--size", type=int, default=None)
+    ta.add_argument("--resume", type=Path, default=None)
+    ta.add_argument("--seed", type=int, default=0)
+    ta.set_defaults(func=lambda a: _action().train(a.data, a.out, a.epochs, a.frames, a.size, a.resume, a.seed))
+
+    e = sub.add_parser("eval", help="evaluate a model package on labeled data")
+    esub = e.add_subparsers(dest="task", required=True)
+    ea = esub.add_parser("action")
+    ea.add_argument("--model", required=True, help="package folder or shipped name (fight)")
+    ea.add_argument("--data", type=Path, required=True)
+    ea.add_argument("--json", action="store_true")
+    ea.set_defaults(func=lambda a: _action().evaluate(a.model, a.data, a.json))
+    en = esub.add_parser("anomaly")
+    en.add_argument("--model", type=Path, required=True)
+    en.add_argument("--data", type=Path, required=True)
+    en.add_argument("--labels", type=Path, required=True)
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json))
+
+    x = sub.add_parser("export", help="export a trained checkpoint to a model package")
+    x.add_argument("checkpoint", type=Path)
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--int8", action="store_true")
+    x.add_argument("--calibration", type=Path, default=None)
+    x.set_defaults(func=lambda a: _action().export(a.checkpoint, a.out, a.int8, a.calibration))
+
+    f = sub.add_parser("fit", help="fit a model on unlabeled normal footage")
+    fsub = f.add_subparsers(dest="task", required=True)
+    fa = fsub.add_parser("anomaly")
+    fa.add_argument("--normal", type=Path, required=True)
+    fa.add_argument("--out", type=Path, required=True)
+    fa.add_argument("--seed", type=int, default=0)
+    fa.set_defaults(func=lambda a: _anomaly().fit(a.normal, a.out, a.seed))
+
+
+def _action() -> Any:
+    return _models_module("models.action.cli")
+
+
+def _anomaly() -> Any:
+    return _models_module("models.anomaly.cli")
+
+
+def _models_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise VidwatchError(f"this command needs the training extras ({exc.name} is missing): "
+                            f"pip install 'vidwatch[models]'") from exc
+
+
+# -- commands -----------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.modelpkg import load_package
+
+    config = load_config(args.config)
+    problems = []
+    for name, pkg in config.models.items():
+        try:
+            load_package(pkg.path)
+        except VidwatchError as exc:
+            problems.append(f"models.{name}: {exc}")
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        print("build the shipped packages with 'make models' (or 'vidwatch models build')", file=sys.stderr)
+        return 2
+    print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models, "
+          f"{len(config.rules)} rules, {config.inference.workers} inference workers)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.supervisor import Supervisor
+
+    config = load_config(args.config)
+    return Supervisor(config, logging.getLogger().level).run(args.duration)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from pipeline.config import load_config
+    from pipeline.supervisor import build_stage
+
+    config = load_config(args.config)
+    registry = CollectorRegistry()
+    stop = threading.Event()
+    stage = build_stage(args.stage, getattr(args, "index", 0), config, registry, stop)
+    start_http_server(config.metrics.port, addr=config.metrics.host, registry=registry)
+    print(f"metrics: http://{config.metrics.host}:{config.metrics.port}/metrics", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.duration:
+        threading.Timer(args.duration, stop.set).start()
+    stage.run()
+    return 0
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    build = _models_module("models.build")
+    for path in build.build_all(args.out):
+        print(f"built {path}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from pipeline.modelpkg import load_package
+
+    for manifest in sorted(args.dir.glob("*/manifest.json")):
+        pkg = load_package(manifest.parent, verify=False)
+        m = pkg.manifest
+        print(f"{m.name:20s} {m.task:8s} v{m.version:8s} T={m.window.frames} {m.input.width}x{m.input.height} "
+              f"labels={m.labels} {pkg.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

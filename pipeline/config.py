@@ -1,0 +1,284 @@
+"""The deployment config: one YAML file, validated once at load into frozen models.
+
+Every problem is reported with its YAML path, line, the bad value and what is allowed, e.g.
+``cameras[2].fps (line 31): must be > 0, got -5``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+from pipeline.outputs import OutputConfig
+
+_ENDPOINT = re.compile(r"^(tcp://[^:/]+:\d+|ipc://.+|inproc://.+)$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(_Frozen):
+    """A model package a camera runs, with per-camera overrides."""
+
+    model: str
+    stride: int | None = Field(None, gt=0, description="score a window every N sampled frames")
+    calibrate_seconds: float | None = Field(None, gt=0, description="learn this camera's normal first")
+
+
+class CameraConfig(_Frozen):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str | int = Field(description="rtsp://..., a video file, a folder of JPEG frames, or a USB index")
+    fps: float = Field(5.0, gt=0, le=120, description="frames sampled per second (by timestamp)")
+    resize: tuple[int, int] | None = Field(None, description="[width, height]; default: the first model's input")
+    loop: bool = Field(False, description="restart files at the end (demos, tests)")
+    realtime: bool = Field(True, description="read files at their own frame rate, like a live camera")
+    group: int = Field(0, ge=0, description="capture process this camera is read in")
+    models: list[ModelRef] = Field(min_length=1)
+
+    @field_validator("resize")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError(f"must be two positive integers [width, height], got {list(value)}")
+        return value
+
+
+class PackageConfig(_Frozen):
+    path: Path
+
+
+class EngineConfig(_Frozen):
+    name: str = "onnxruntime"
+    providers: list[str] = ["CPUExecutionProvider"]
+    intra_op_threads: int = Field(1, ge=1)
+    max_batch: int = Field(32, ge=1, description="TensorRT optimization profile maximum")
+    fp16: bool = True
+
+
+class CaptureConfig(_Frozen):
+    queue_clips: int = Field(64, ge=1, description="per-camera frames held before the oldest is dropped")
+    batch_max: int = Field(16, ge=1, description="frames per ZeroMQ message at most")
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class InferenceConfig(_Frozen):
+    workers: int = Field(1, ge=1, le=64)
+    endpoint: str = Field("tcp://127.0.0.1:5550", description="worker i binds port + i (tcp) or suffix -i (ipc)")
+    max_batch: int = Field(16, ge=1)
+    max_wait_ms: float = Field(50.0, ge=0)
+    evidence_min_score: float | None = Field(None, description="attach a snapshot to results scoring above "
+                                                               "this; default: the lowest rule threshold")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+
+class SinkConfig(_Frozen):
+    endpoint: str = "tcp://127.0.0.1:5560"
+    snapshots_dir: Path = Path("var/snapshots")
+    status_interval_s: float = Field(5.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+
+class RuleConfig(_Frozen):
+    """Score -> alert: raise above ``threshold`` held ``min_duration_s``, clear below ``clear_threshold``."""
+
+    name: str
+    model: str
+    label: str | None = Field(None, description="default: the model's alert label")
+    threshold: float
+    clear_threshold: float | None = Field(None, description="hysteresis; default: threshold")
+    min_duration_s: float = Field(0.0, ge=0)
+    cooldown_s: float = Field(30.0, ge=0, description="per camera, after an alert ends")
+    cameras: list[str] = Field(default_factory=list, description="empty: every camera running the model")
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> RuleConfig:
+        if self.clear_threshold is not None and self.clear_threshold > self.threshold:
+            raise ValueError(f"clear_threshold ({self.clear_threshold}) must be <= threshold ({self.threshold})")
+        return self
+
+
+class MetricsConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=1, le=65535)
+
+
+class Config(_Frozen):
+    version: Literal[1] = 1
+    name: str = "vidwatch"
+    state_dir: Path = Field(Path("var/state"), description="fitted per-camera calibration")
+    models: dict[str, PackageConfig]
+    engine: EngineConfig = EngineConfig()
+    capture: CaptureConfig = CaptureConfig()
+    inference: InferenceConfig = InferenceConfig()
+    sink: SinkConfig = SinkConfig()
+    cameras: list[CameraConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    outputs: list[Annotated[OutputConfig, Field(discriminator="type")]] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems = [*_unique_camera_ids(self), *_known_models(self), *_rule_targets(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        return next(c for c in self.cameras if c.id == camera_id)
+
+    def groups(self) -> dict[int, list[CameraConfig]]:
+        groups: dict[int, list[CameraConfig]] = {}
+        for camera in self.cameras:
+            groups.setdefault(camera.group, []).append(camera)
+        return dict(sorted(groups.items()))
+
+
+def _check_endpoint(value: str) -> str:
+    if not _ENDPOINT.match(value):
+        raise ValueError(f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5550 or ipc:///tmp/x, got {value!r}")
+    return value
+
+
+def _unique_camera_ids(cfg: Config) -> list[str]:
+    seen: set[str] = set()
+    dupes = [c.id for c in cfg.cameras if c.id in seen or seen.add(c.id)]  # type: ignore[func-returns-value]
+    return [f"cameras: id {d!r} is used more than once" for d in dupes]
+
+
+def _known_models(cfg: Config) -> list[str]:
+    known = ", ".join(sorted(cfg.models)) or "(none)"
+    return [f"cameras[{i}].models[{j}].model: {ref.model!r} is not defined under models: (defined: {known})"
+            for i, cam in enumerate(cfg.cameras) for j, ref in enumerate(cam.models) if ref.model not in cfg.models]
+
+
+def _rule_targets(cfg: Config) -> list[str]:
+    problems = []
+    ids = {c.id for c in cfg.cameras}
+    for i, rule in enumerate(cfg.rules):
+        if rule.model not in cfg.models:
+            problems.append(f"rules[{i}].model: {rule.model!r} is not defined under models:")
+        for cam in rule.cameras:
+            if cam not in ids:
+                problems.append(f"rules[{i}].cameras: {cam!r} is not a camera id (cameras: {', '.join(sorted(ids))})")
+    return problems
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_config(path: str | Path) -> Config:
+    """Parse and validate ``path``; raise ConfigError listing every problem with path and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    return parse_config(text, str(path), base_dir=path.parent)
+
+
+def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping (cameras:, models:, ...)"])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [p for err in exc.errors() for p in _problems(err, node)]
+        raise ConfigError(source, problems) from exc
+    return _resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def _resolve_paths(config: Config, base_dir: Path) -> Config:
+    """Relative model paths are relative to the config file, unless they exist from the cwd."""
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() or p.exists() or not (base_dir / p).exists() else base_dir / p
+
+    models = {name: PackageConfig(path=fix(pkg.path)) for name, pkg in config.models.items()}
+    return config.model_copy(update={"models": models})
+
+
+def _problems(err: Any, root: yaml.Node | None) -> list[str]:
+    """Cross-field checks report several ``path: message`` problems in one error; split them."""
+    if err["loc"] or err["type"] != "value_error":
+        return [_describe(err, root)]
+    out = []
+    for problem in err["msg"].removeprefix("Value error, ").split("; "):
+        path, _, msg = problem.partition(": ")
+        line = _line_of(root, _parse_path(path))
+        out.append(f"{path} (line {line}): {msg}" if line else problem)
+    return out
+
+
+def _parse_path(path: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path)]
+
+
+def _describe(err: Any, root: yaml.Node | None) -> str:
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+    dotted = _dotted(loc)
+    line = _line_of(root, loc)
+    where = f"{dotted} (line {line})" if line else dotted or "(top level)"
+    msg = _plain(err["msg"].removeprefix("Value error, "))
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown field; check the spelling (see deploy/examples/full.yaml)"
+    if err["type"] == "missing":
+        return f"{where}: required field is missing"
+    got = err.get("input")
+    if isinstance(got, dict | list) or err["type"].startswith("value_error") and "got" in msg:
+        return f"{where}: {msg}"
+    return f"{where}: {msg}, got {got!r}"
+
+
+_PHRASES = (("Input should be ", "must be "), ("greater than or equal to", ">="), ("greater than", ">"),
+            ("less than or equal to", "<="), ("less than", "<"))
+
+
+def _plain(msg: str) -> str:
+    for long, short in _PHRASES:
+        msg = msg.replace(long, short)
+    return msg
+
+
+_UNION_TAGS = {"jsonl", "stdout", "mqtt", "webhook"}
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if getattr(k, "value", None) == part]
+            if not match:
+                break
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line

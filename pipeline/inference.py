@@ -1,0 +1,178 @@
+"""Inference worker: pulls frame batches from capture nodes, batches across cameras (max batch /
+max wait), runs the model packages, and pushes per-window results to the sink.
+
+A message that does not decode is counted and dropped; the worker keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from pipeline.camera_state import StateStore
+from pipeline.config import Config
+from pipeline.errors import WireError
+from pipeline.modelpkg import load_package
+from pipeline.routing import worker_for
+from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
+from pipeline.transport import DEFAULTS, frames_pull, results_push, worker_endpoint
+from pipeline.wire import FrameBatch, decode_frames, encode_results
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+SNAPSHOT_JPEG_QUALITY = 85
+
+
+class InferenceMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.batch_size = Histogram("vidwatch_inference_batch_size", "Frames per inference batch",
+                                    buckets=_BATCH_BUCKETS, registry=registry)
+        self.latency = Histogram("vidwatch_inference_latency_seconds", "Time to run all models on one batch",
+                                 buckets=_LATENCY_BUCKETS, registry=registry)
+        self.rejected = Counter("vidwatch_messages_rejected_total", "Messages that failed to decode, by stage",
+                                ["stage", "reason"], registry=registry)
+        self.windows = Counter("vidwatch_windows_scored_total", "Windows scored", ["camera", "model"],
+                               registry=registry)
+        self.stale = Counter("vidwatch_frames_dropped_total", "Sampled frames dropped, by reason",
+                             ["camera", "reason"], registry=registry)
+
+
+class InferenceWorker:
+    def __init__(self, config: Config, index: int, registry: CollectorRegistry | None,
+                 stop: threading.Event | None = None) -> None:
+        self.config, self.index, self.stop = config, index, stop or threading.Event()
+        self.metrics = InferenceMetrics(registry)
+        mine = [c for c in config.cameras if worker_for(c.id, config.inference.workers) == index]
+        used = sorted({ref.model for c in mine for ref in c.models})
+        packages = [load_package(config.models[name].path) for name in used]
+        # Config names may differ from manifest names: map config name -> manifest name.
+        self.package_names = {name: pkg.name for name, pkg in zip(used, packages, strict=True)}
+        engine = config.engine
+        self.runner = PackageRunner(packages, engine.name, engine.model_dump(exclude={"name"}),
+                                    StateStore(config.state_dir))
+        for camera in mine:
+            self.runner.add_camera(camera.id, [
+                Subscription(self.package_names[r.model], r.stride, r.calibrate_seconds) for r in camera.models])
+        self.evidence_min = config.inference.evidence_min_score
+        if self.evidence_min is None:
+            self.evidence_min = min((r.threshold for r in config.rules), default=0.5)
+        ctx = zmq.Context.instance()
+        self.endpoint = worker_endpoint(config.inference.endpoint, index)
+        self.pull = frames_pull(ctx, self.endpoint)
+        self.push = results_push(ctx, config.sink.endpoint)
+        self._pending: list[FrameBatch] = []
+        self._last_status = 0.0
+        self._stats: dict[str, dict[str, float]] = {}
+        logger.info("inference worker %d on %s: cameras %s, models %s", index, self.endpoint,
+                    [c.id for c in mine], used)
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        max_wait = self.config.inference.max_wait_ms / 1000.0
+        first_at = 0.0
+        try:
+            while not self.stop.is_set():
+                timeout = DEFAULTS.poll_ms / 1000 if not self._pending else max(0.0, first_at + max_wait - time.monotonic())
+                if poller.poll(int(timeout * 1000)):
+                    if self.receive() and len(self._pending) == 1:
+                        first_at = time.monotonic()
+                if self._pending and (self._pending_frames() >= self.config.inference.max_batch
+                                      or time.monotonic() - first_at >= max_wait):
+                    self.process_pending()
+                self._maybe_send_status()
+        finally:
+            self.pull.close(linger=0)
+            self.push.close()
+
+    def receive(self) -> bool:
+        parts = self.pull.recv_multipart(copy=False)
+        try:
+            batch = decode_frames(parts)
+        except WireError as exc:
+            self.metrics.rejected.labels("inference", "bad_message").inc()
+            logger.warning("inference: dropped a bad message on %s: %s", self.endpoint, exc)
+            return False
+        known = set(self.runner.cameras())
+        if any(c not in known for c in batch.cameras):
+            unknown = sorted(set(batch.cameras) - known)
+            self.metrics.rejected.labels("inference", "unknown_camera").inc()
+            logger.warning("inference: dropped a batch with cameras %s not routed to worker %d", unknown, self.index)
+            return False
+        self._stats.update(batch.stats)
+        self._pending.append(batch)
+        return True
+
+    def _pending_frames(self) -> int:
+        return sum(len(b.cameras) for b in self._pending)
+
+    def process_pending(self) -> None:
+        batches, self._pending = self._pending, []
+        by_shape: dict[tuple[int, ...], list[FrameBatch]] = {}
+        for batch in batches:
+            by_shape.setdefault(batch.frames.shape[1:], []).append(batch)
+        for group in by_shape.values():
+            frames = group[0].frames if len(group) == 1 else np.concatenate([b.frames for b in group])
+            metas = [FrameMeta(c, s, tc, ts) for b in group
+                     for c, s, tc, ts in zip(b.cameras, b.seqs, b.t_capture, b.t_stream, strict=True)]
+            started = time.perf_counter()
+            results = self.runner.process(frames, metas)
+            self.metrics.latency.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(metas))
+            if results:
+                self._send(results)
+
+    def _send(self, results: list[WindowResult]) -> None:
+        records, snapshots = [], []
+        for result in results:
+            self.metrics.windows.labels(result.camera, result.package).inc()
+            record = result_record(result)
+            if result.last_frame is not None and result.alert_score >= (self.evidence_min or 0.0):
+                record["snapshot_part"] = len(snapshots)
+                snapshots.append(jpeg(result.last_frame))
+            records.append(record)
+        self._send_parts(encode_results(records, snapshots))
+
+    def _send_parts(self, parts: list[Any]) -> None:
+        try:
+            self.push.send_multipart(parts)
+        except zmq.Again:
+            logger.warning("inference: sink is not taking results; %d results dropped", len(parts))
+            self.metrics.rejected.labels("inference", "sink_busy").inc()
+
+    def _maybe_send_status(self) -> None:
+        """Once a second tell the sink about calibration and capture stats of this worker's cameras."""
+        now = time.monotonic()
+        if now - self._last_status < 1.0:
+            return
+        self._last_status = now
+        status = {cam: {name: ("calibrating" if st.calibrating else "scoring")
+                        for name, st in self.runner.camera_states(cam).items()} for cam in self.runner.cameras()}
+        record = {"camera": "", "package": "", "scores": [], "labels": [], "t_capture": 0.0, "seq": -1,
+                  "status": status, "stats": self._stats}
+        self._send_parts(encode_results([record], []))
+
+
+def result_record(result: WindowResult) -> dict[str, Any]:
+    return {
+        "camera": result.camera, "package": result.package, "labels": result.labels,
+        "alert_label": result.alert_label, "scores": [round(float(s), 5) for s in result.scores],
+        "seq": result.last.seq, "first_seq": result.first.seq, "t_capture": result.last.t_capture,
+        "t_stream": result.last.t_stream, "t_decided": time.time(),
+        "heatmap": None if result.heatmap is None else np.round(result.heatmap.astype(float), 4).tolist(),
+    }
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY,
+                                                                         SNAPSHOT_JPEG_QUALITY])
+    return buf.tobytes() if ok else b""

@@ -1,0 +1,313 @@
+"""Runs model packages on frames from many cameras: frame graphs once per frame, window graphs
+over per-camera ring buffers, shared graphs (same sha256) once for every package that has them.
+
+Used by the inference stage live, and offline (``score_frames``) by evaluation, so offline
+figures come from exactly the code that runs in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.camera_state import CameraPackageState, StateStore
+from pipeline.engines import Engine, create_engine
+from pipeline.modelpkg import GraphSpec, ModelPackage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameMeta:
+    camera: str
+    seq: int
+    t_capture: float  # wall clock (time.time()) when the frame was read
+    t_stream: float  # the stream's own timestamp in seconds
+
+
+@dataclass
+class WindowResult:
+    """One scored window of one camera by one package."""
+
+    camera: str
+    package: str
+    labels: list[str]
+    alert_label: str
+    scores: np.ndarray  # [K]
+    first: FrameMeta
+    last: FrameMeta
+    frame_scores: np.ndarray | None = None  # [T]
+    heatmap: np.ndarray | None = None  # [h, w]
+    last_frame: np.ndarray | None = None  # uint8 HxWx3 RGB, for evidence snapshots
+
+    @property
+    def alert_score(self) -> float:
+        return float(self.scores[self.labels.index(self.alert_label)])
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A camera runs a package with this window stride and calibration setting."""
+
+    package: str
+    stride: int | None = None
+    calibrate_seconds: float | None = None
+
+
+@dataclass
+class StageTimings:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - started
+        return now
+
+
+EngineMaker = Callable[[Path], Engine]
+
+
+class PackageRunner:
+    """Holds one engine per distinct graph file and the window state of every camera."""
+
+    def __init__(self, packages: Sequence[ModelPackage], engine: str = "onnxruntime",
+                 engine_options: Mapping[str, object] | None = None, state_store: StateStore | None = None) -> None:
+        self.packages = {p.name: p for p in packages}
+        self._engines: dict[str, Engine] = {}  # sha256 -> engine
+        for package in packages:
+            for graph in package.manifest.graphs:
+                if graph.sha256 not in self._engines:
+                    self._engines[graph.sha256] = create_engine(engine, package.graph_path(graph), engine_options)
+        self.state_store = state_store or StateStore(None)
+        self._cameras: dict[str, dict[str, CameraPackageState]] = {}
+        self.timings = StageTimings()
+
+    # -- cameras -------------------------------------------------------------------------
+    def add_camera(self, camera: str, subscriptions: Iterable[Subscription]) -> None:
+        states = {}
+        for sub in subscriptions:
+            package = self.packages[sub.package]
+            states[sub.package] = CameraPackageState.create(camera, package, sub, self.state_store)
+        self._cameras[camera] = states
+
+    def cameras(self) -> list[str]:
+        return list(self._cameras)
+
+    def camera_states(self, camera: str) -> dict[str, CameraPackageState]:
+        return self._cameras[camera]
+
+    # -- processing ----------------------------------------------------------------------
+    def process(self, frames: np.ndarray, metas: Sequence[FrameMeta]) -> list[WindowResult]:
+        """Run all packages on a batch of frames (any cameras, in arrival order per camera)."""
+        rows_by_package = self._rows_by_package(metas)
+        shared: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
+        results: list[WindowResult] = []
+        for name, rows in rows_by_package.items():
+            package = self.packages[name]
+            per_frame = self._run_frame_graphs(package, frames, rows, metas, shared)
+            due = self._push_frames(package, frames, rows, metas, per_frame)
+            results.extend(self._run_windows(package, due))
+        return results
+
+    def _rows_by_package(self, metas: Sequence[FrameMeta]) -> dict[str, list[int]]:
+        rows: dict[str, list[int]] = {}
+        for i, meta in enumerate(metas):
+            for name in self._cameras.get(meta.camera, {}):
+                rows.setdefault(name, []).append(i)
+        return rows
+
+    def _package_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int]) -> np.ndarray:
+        spec = package.manifest.input
+        batch = frames[rows]
+        if batch.shape[1:3] == (spec.height, spec.width):
+            return batch
+        # Cameras resize once at capture to their first package's size; others pay a resize here.
+        return np.stack([cv2.resize(f, (spec.width, spec.height), interpolation=cv2.INTER_AREA) for f in batch])
+
+    def _run_frame_graphs(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
+                          metas: Sequence[FrameMeta], shared: dict) -> dict[str, np.ndarray]:
+        """Outputs of the package's frame graphs for ``rows``, keyed ``graph.output``."""
+        values: dict[str, np.ndarray] = {}
+        batch: np.ndarray | None = None
+        for graph in package.manifest.frame_graphs():
+            started = time.perf_counter()
+            if set(graph.inputs.values()) == {"frames"}:
+                batch = self._package_frames(package, frames, rows) if batch is None else batch
+                outputs = self._run_shared(graph, batch, rows, shared)
+            else:
+                outputs = self._run_graph(graph, self._frame_inputs(package, graph, batch, rows, metas, values))
+            for out, array in outputs.items():
+                values[f"{graph.name}.{out}"] = array
+            self.timings.add(f"graph:{graph.name}", started)
+        return values
+
+    def _run_shared(self, graph: GraphSpec, batch: np.ndarray, rows: list[int],
+                    shared: dict) -> dict[str, np.ndarray]:
+        """A graph that reads only frames runs once per batch for every package that has it."""
+        key = (graph.sha256, *batch.shape[1:3])
+        cached = shared.get(key)
+        if cached is not None and cached["rows"] == rows:
+            return {k: v for k, v in cached.items() if k != "rows"}
+        if cached is not None:
+            # Different camera subsets: run only rows not yet computed, then index.
+            have = {r: i for i, r in enumerate(cached["rows"])}
+            missing = [i for i, r in enumerate(rows) if r not in have]
+            extra = self._run_graph(graph, {name: batch[missing] for name in graph.inputs}) if missing else {}
+            out = {}
+            for name in graph.outputs:
+                parts = [cached[name][have[r]] if r in have else extra[name][missing.index(i)]
+                         for i, r in enumerate(rows)]
+                out[name] = np.stack(parts)
+            return out
+        outputs = self._run_graph(graph, {name: batch for name in graph.inputs})
+        shared[key] = {"rows": rows, **outputs}
+        return outputs
+
+    def _frame_inputs(self, package: ModelPackage, graph: GraphSpec, batch: np.ndarray | None,
+                      rows: list[int], metas: Sequence[FrameMeta], values: dict) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, source in graph.inputs.items():
+            if source == "frames":
+                inputs[name] = batch if batch is not None else np.empty(0)
+            elif source.startswith("state."):
+                # Frame graphs reading per-camera state are fed the first camera's state; packages
+                # keep per-camera state in window graphs, which run per camera.
+                inputs[name] = self._cameras[metas[rows[0]].camera][package.name].state_array(source)
+            elif source.startswith("runtime."):
+                raise ValueError("runtime features feed window graphs and calibration only")
+            else:
+                inputs[name] = values[source]
+        return inputs
+
+    def _run_graph(self, graph: GraphSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._engines[graph.sha256].run(inputs)
+
+    def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
+                     metas: Sequence[FrameMeta], per_frame: dict[str, np.ndarray]) -> list[CameraPackageState]:
+        """Append each frame's sources to its camera's ring; return the states with a window due."""
+        due = []
+        started = time.perf_counter()
+        for i, row in enumerate(rows):
+            meta = metas[row]
+            state = self._cameras[meta.camera][package.name]
+            sources = {key: value[i] for key, value in per_frame.items()}
+            if state.push(frames[row], meta, sources) and state not in due:
+                due.append(state)
+        self.timings.add("windows", started)
+        return due
+
+    def _run_windows(self, package: ModelPackage, due: list[CameraPackageState]) -> list[WindowResult]:
+        if not due:
+            return []
+        results = []
+        started = time.perf_counter()
+        # Window graphs that read per-camera state run per camera; the rest batch across cameras.
+        uses_state = any(s.startswith("state.") for g in package.manifest.window_graphs() for s in g.inputs.values())
+        groups = [[s] for s in due] if uses_state else [due]
+        for group in groups:
+            results.extend(self._run_window_group(package, group))
+        self.timings.add(f"window:{package.name}", started)
+        return results
+
+    def _run_window_group(self, package: ModelPackage, group: list[CameraPackageState]) -> list[WindowResult]:
+        m = package.manifest
+        windows = [state.take_window() for state in group]
+        values: dict[str, np.ndarray] = {}
+        for graph in m.window_graphs():
+            inputs = {}
+            for name, source in graph.inputs.items():
+                if source.startswith("state."):
+                    inputs[name] = group[0].state_array(source)
+                elif source in values:
+                    inputs[name] = values[source]
+                else:
+                    inputs[name] = np.stack([w.stacked(source) for w in windows])
+            for out, array in self._run_graph(graph, inputs).items():
+                values[f"{graph.name}.{out}"] = array
+        results = []
+        for i, (state, window) in enumerate(zip(group, windows, strict=True)):
+            results.append(WindowResult(
+                camera=state.camera, package=package.name, labels=list(m.labels), alert_label=m.alert_label,
+                scores=np.asarray(values[m.scores][i], dtype=np.float32).reshape(-1),
+                first=window.metas[0], last=window.metas[-1],
+                frame_scores=values[m.frame_scores][i] if m.frame_scores else None,
+                heatmap=values[m.heatmap][i] if m.heatmap else None,
+                last_frame=window.last_frame,
+            ))
+        return results
+
+
+# -- offline -----------------------------------------------------------------------------
+@dataclass
+class OfflineScores:
+    frame_scores: np.ndarray  # [F] alert-label score per frame
+    window_scores: np.ndarray  # [W, K]
+    window_end: np.ndarray  # [W] index of each window's last frame
+    heatmaps: list[np.ndarray] = field(default_factory=list)
+
+
+def score_frames(package: ModelPackage, frames: Iterable[np.ndarray], state: dict[str, np.ndarray] | None = None,
+                 stride: int = 1, batch: int = 16, engine: str = "onnxruntime",
+                 engine_options: Mapping[str, object] | None = None,
+                 runner: PackageRunner | None = None) -> OfflineScores:
+    """Score one clip's frames (uint8 RGB HxWx3, in order) the way the live pipeline does.
+
+    Each frame's score is taken from the latest window that covers it (its ``frame_scores``
+    when the package has them, else the window's alert score). Pass ``runner`` to reuse loaded
+    engines across clips.
+    """
+    runner = runner or PackageRunner([package], engine, engine_options)
+    camera = f"offline-{id(frames)}"
+    runner.add_camera(camera, [Subscription(package.name, stride=stride)])
+    if state is not None:
+        runner.camera_states(camera)[package.name].set_state(state)
+    results: list[WindowResult] = []
+    pending: list[np.ndarray] = []
+    count = 0
+
+    def flush() -> None:
+        metas = [FrameMeta(camera, count - len(pending) + i, 0.0, 0.0) for i in range(len(pending))]
+        results.extend(runner.process(np.stack(pending), metas))
+        pending.clear()
+
+    for frame in frames:
+        pending.append(frame)
+        count += 1
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    runner._cameras.pop(camera, None)
+    return _assemble(results, count, package)
+
+
+def _assemble(results: list[WindowResult], count: int, package: ModelPackage) -> OfflineScores:
+    if not results:
+        raise ValueError(f"{count} frames are fewer than the {package.manifest.window.frames} "
+                         f"frames one window of {package.name!r} needs")
+    frame_scores = np.full(count, np.nan, dtype=np.float32)
+    for result in results:
+        first, last = result.first.seq, result.last.seq
+        values = result.frame_scores if result.frame_scores is not None else np.full(last - first + 1,
+                                                                                     result.alert_score)
+        frame_scores[first:last + 1] = values
+    _forward_fill(frame_scores)
+    return OfflineScores(
+        frame_scores=frame_scores,
+        window_scores=np.stack([r.scores for r in results]),
+        window_end=np.array([r.last.seq for r in results]),
+        heatmaps=[r.heatmap for r in results if r.heatmap is not None],
+    )
+
+
+def _forward_fill(values: np.ndarray) -> None:
+    """Frames after the last full window take its score (the live pipeline would still show it)."""
+    for i in range(1, len(values)):
+        if np.isnan(values[i]):
+            values[i] = values[i - 1]

@@ -1,0 +1,214 @@
+"""Sink: results -> rules -> alerts (evidence snapshot, JSON-lines, stdout, MQTT) + status.
+
+An alert is written to every output before the sink moves on; an output that fails (a full
+disk, a broker away) keeps the alert queued and retries, so a raised alert is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import zmq
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipeline.alerts import Alert
+from pipeline.config import Config
+from pipeline.errors import WireError
+from pipeline.evidence import save_snapshot
+from pipeline.modelpkg import load_package
+from pipeline.outputs import Output, create_output
+from pipeline.rules import Rule, Transition
+from pipeline.transport import DEFAULTS, results_pull
+from pipeline.wire import decode_results
+
+logger = logging.getLogger(__name__)
+
+_E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RETRY_INTERVAL_S = 2.0
+
+
+class SinkMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.e2e = Histogram("vidwatch_end_to_end_latency_seconds", "Capture of a window's last frame -> decision",
+                             buckets=_E2E_BUCKETS, registry=registry)
+        self.alerts = Counter("vidwatch_alerts_total", "Alerts raised", ["camera", "kind"], registry=registry)
+        self.score = Gauge("vidwatch_last_score", "Latest alert-label score per camera and model",
+                           ["camera", "model"], registry=registry, multiprocess_mode="livemax")
+        self.rejected = Counter("vidwatch_messages_rejected_total", "Messages that failed to decode, by stage",
+                                ["stage", "reason"], registry=registry)
+        self.output_errors = Counter("vidwatch_output_errors_total", "Failed alert deliveries (retried)",
+                                     ["output"], registry=registry)
+        self.pending = Gauge("vidwatch_alerts_pending", "Alerts waiting for an output to take them",
+                             registry=registry, multiprocess_mode="livesum")
+
+
+@dataclass
+class CameraStatus:
+    windows: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    scores: dict[str, float] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    capture: dict[str, float] = field(default_factory=dict)
+    last_seen: float = 0.0
+
+
+class Sink:
+    def __init__(self, config: Config, registry: CollectorRegistry | None,
+                 stop: threading.Event | None = None) -> None:
+        self.config, self.stop = config, stop or threading.Event()
+        self.metrics = SinkMetrics(registry)
+        self.rules = [Rule(r) for r in config.rules]
+        self.kinds = {name: load_package(pkg.path, verify=False).manifest.task for name, pkg in config.models.items()}
+        self.manifest_names = {load_package(pkg.path, verify=False).name: name for name, pkg in config.models.items()}
+        self.outputs: list[tuple[str, Output]] = [(o.type, create_output(o)) for o in config.outputs]
+        self.retry: deque[tuple[int, Alert]] = deque()  # (output index, alert) still to deliver
+        self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
+        self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)
+        self._last_status = time.monotonic()
+        self._last_retry = 0.0
+        self._open: dict[str, Alert] = {}  # alert id -> its start record
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.pull.poll(DEFAULTS.poll_ms):
+                    self.receive()
+                self._maybe_retry()
+                self._maybe_print_status()
+            while self.pull.poll(200):  # results already in flight at shutdown still count
+                self.receive()
+        finally:
+            self.shutdown()
+
+    def receive(self) -> None:
+        parts = self.pull.recv_multipart(copy=False)
+        try:
+            results, snapshots = decode_results(parts)
+        except WireError as exc:
+            self.metrics.rejected.labels("sink", "bad_message").inc()
+            logger.warning("sink: dropped a bad message: %s", exc)
+            return
+        for result in results:
+            if "status" in result:
+                self._update_status(result)
+                continue
+            part = result.get("snapshot_part")
+            self.handle(result, snapshots[part] if isinstance(part, int) and part < len(snapshots) else None)
+
+    def handle(self, result: dict[str, Any], snapshot: bytes | None) -> None:
+        """Feed one window's result to every rule that watches its camera and model."""
+        camera = result["camera"]
+        model = self.manifest_names.get(result["package"], result["package"])
+        now = time.time()
+        self.metrics.e2e.observe(max(0.0, now - float(result["t_capture"])))
+        status = self.status.setdefault(camera, CameraStatus())
+        status.windows.append(time.monotonic())
+        status.last_seen = time.monotonic()
+        for rule in self.rules:
+            if not rule.applies_to(camera, model):
+                continue
+            label = rule.config.label or result["alert_label"]
+            if label not in result["labels"]:
+                continue
+            score = float(result["scores"][result["labels"].index(label)])
+            status.scores[model] = score
+            self.metrics.score.labels(camera, model).set(score)
+            transition = rule.update(camera, score, float(result["t_stream"]))
+            if transition is not None:
+                self._raise(rule, camera, model, label, transition, result, snapshot, now)
+
+    def _raise(self, rule: Rule, camera: str, model: str, label: str, tr: Transition, result: dict[str, Any],
+               snapshot: bytes | None, now: float) -> None:
+        latency = round(now - float(result["t_capture"]), 3)
+        if tr.kind == "end":
+            opened = self._open.pop(tr.alert_id, None)
+            if opened is not None:
+                self.deliver(replace(opened, state="end", end=round(now, 3), score=round(tr.peak, 4),
+                                     latency_s=latency))
+            return
+        # Rule times are stream times; the alert's start is the wall time the condition began.
+        start = now - (float(result["t_stream"]) - tr.start)
+        snapshot_path = self._save_snapshot(camera, tr.alert_id, snapshot, result.get("heatmap")) if snapshot else None
+        alert = Alert(id=tr.alert_id, state="start", camera=camera, rule=rule.config.name,
+                      kind=self.kinds.get(model, "unknown"), model=model, label=label, score=round(tr.peak, 4),
+                      start=round(start, 3), end=None, snapshot=snapshot_path, latency_s=latency)
+        self._open[tr.alert_id] = alert
+        self.metrics.alerts.labels(camera, alert.kind).inc()
+        self.deliver(alert)
+
+    def _save_snapshot(self, camera: str, alert_id: str, jpeg_bytes: bytes, heatmap: Any) -> str | None:
+        path = Path(self.config.sink.snapshots_dir) / camera / f"{alert_id}.jpg"
+        try:
+            return str(save_snapshot(path, jpeg_bytes, heatmap))
+        except OSError as exc:  # a full disk loses the picture, never the alert
+            logger.error("sink: could not save snapshot %s: %s", path, exc)
+            return None
+
+    def deliver(self, alert: Alert) -> None:
+        for index, (name, output) in enumerate(self.outputs):
+            try:
+                output.emit(alert)
+            except Exception as exc:  # any output failure: queue and retry, never lose the alert
+                self.metrics.output_errors.labels(name).inc()
+                logger.error("sink: output %s failed (%s); alert %s queued for retry", name, exc, alert.id)
+                self.retry.append((index, alert))
+        self.metrics.pending.set(len(self.retry))
+
+    def _maybe_retry(self) -> None:
+        if not self.retry or time.monotonic() - self._last_retry < RETRY_INTERVAL_S:
+            return
+        self._last_retry = time.monotonic()
+        for _ in range(len(self.retry)):
+            index, alert = self.retry.popleft()
+            name, output = self.outputs[index]
+            try:
+                output.emit(alert)
+            except Exception:
+                self.metrics.output_errors.labels(name).inc()
+                self.retry.append((index, alert))
+        self.metrics.pending.set(len(self.retry))
+
+    def _update_status(self, record: dict[str, Any]) -> None:
+        for camera, states in (record.get("status") or {}).items():
+            self.status.setdefault(camera, CameraStatus()).states.update(states)
+        for camera, stats in (record.get("stats") or {}).items():
+            self.status.setdefault(camera, CameraStatus()).capture.update(stats)
+
+    def _maybe_print_status(self) -> None:
+        if time.monotonic() - self._last_status < self.config.sink.status_interval_s:
+            return
+        self._last_status = time.monotonic()
+        for line in self.status_lines():
+            print(line, flush=True)
+
+    def status_lines(self) -> list[str]:
+        lines = []
+        now = time.monotonic()
+        for camera, st in self.status.items():
+            recent = [t for t in st.windows if now - t <= 10.0]
+            rate = len(recent) / 10.0
+            scores = " ".join(f"{m}={s:.2f}" for m, s in sorted(st.scores.items())) or "-"
+            states = ",".join(f"{m}:{s}" for m, s in sorted(st.states.items()) if s != "scoring")
+            lines.append(f"[status] camera={camera} fps_in={st.capture.get('fps_in', 0.0):.1f} "
+                         f"windows/s={rate:.1f} drops={int(st.capture.get('dropped', 0))} scores={scores}"
+                         + (f" {states}" if states else ""))
+        return lines
+
+    def shutdown(self) -> None:
+        """End every open alert so each start has an end, flush retries, close outputs."""
+        now = round(time.time(), 3)
+        for rule in self.rules:
+            for _, tr in rule.close_all(float("inf")):
+                opened = self._open.pop(tr.alert_id, None)
+                if opened is not None:
+                    self.deliver(replace(opened, state="end", end=now, score=round(tr.peak, 4)))
+        self._last_retry = 0.0
+        self._maybe_retry()
+        for _, output in self.outputs:
+            output.close()
+        self.pull.close(linger=0)

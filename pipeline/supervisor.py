@@ -1,0 +1,159 @@
+"""``vidwatch run``: every stage as its own process on one host, restarted if it crashes,
+stopped in flow order (capture, inference, sink) so results in flight still reach the sink.
+
+Metrics from all processes are merged (prometheus_client multiprocess mode) and served on one
+port by this supervisor process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from pipeline.config import Config
+
+logger = logging.getLogger(__name__)
+
+STAGE_ORDER = ("capture", "infer", "sink")
+RESTART_BACKOFF_S = (1.0, 30.0)
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class StageProcess:
+    kind: str
+    index: int
+    process: BaseProcess | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    done: bool = False  # exited cleanly on its own (capture of files that ended)
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.index}"
+
+
+def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int) -> None:
+    """Entry point of a stage process (spawned)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {kind}-{index} %(levelname)s %(message)s")
+    build_stage(kind, index, config, None, stop).run()
+
+
+def build_stage(kind: str, index: int, config: Config, registry: Any, stop: Any) -> Any:
+    if kind == "capture":
+        from pipeline.capture import CaptureNode
+
+        return CaptureNode(config, index, registry, stop)
+    if kind == "infer":
+        from pipeline.inference import InferenceWorker
+
+        return InferenceWorker(config, index, registry, stop)
+    if kind == "sink":
+        from pipeline.sink import Sink
+
+        return Sink(config, registry, stop)
+    raise ValueError(f"unknown stage {kind!r}")
+
+
+class Supervisor:
+    def __init__(self, config: Config, log_level: int = logging.INFO) -> None:
+        self.config, self.log_level = config, log_level
+        self.ctx = mp.get_context("spawn")  # no forked copies of sockets, threads or ORT sessions
+        self.stops = {kind: self.ctx.Event() for kind in STAGE_ORDER}
+        self.stages = ([StageProcess("sink", 0)]
+                       + [StageProcess("infer", i) for i in range(config.inference.workers)]
+                       + [StageProcess("capture", g) for g in config.groups()])
+        self.stopping = threading.Event()
+        self.metrics_dir = tempfile.mkdtemp(prefix="vidwatch-metrics-")
+
+    def run(self, duration: float | None = None) -> int:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        self._serve_metrics()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        deadline = time.monotonic() + duration if duration else None
+        try:
+            while not self.stopping.is_set():
+                self._tick()
+                if deadline is not None and time.monotonic() >= deadline:
+                    logger.info("duration reached; stopping")
+                    break
+                if all(s.done for s in self.stages if s.kind == "capture"):
+                    logger.info("every capture node finished; stopping")
+                    time.sleep(2.0)  # let the last windows reach the sink
+                    break
+                self.stopping.wait(0.5)
+        finally:
+            self.stop()
+        return 0
+
+    def _serve_metrics(self) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.metrics_dir)
+        m = self.config.metrics
+        start_http_server(m.port, addr=m.host, registry=registry)
+        print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for stage in self.stages:
+            proc = stage.process
+            if proc is not None and not proc.is_alive():
+                self._reap(stage, now)
+            if stage.process is None and not stage.done and now >= stage.next_start:
+                self._start(stage)
+
+    def _start(self, stage: StageProcess) -> None:
+        stage.process = self.ctx.Process(
+            target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
+            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level))
+        stage.process.start()
+        stage.started_at = time.monotonic()
+        logger.info("started %s (pid %s)", stage.name, stage.process.pid)
+
+    def _reap(self, stage: StageProcess, now: float) -> None:
+        from prometheus_client import multiprocess
+
+        assert stage.process is not None
+        code, pid = stage.process.exitcode, stage.process.pid
+        stage.process = None
+        if pid is not None:
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+        if code == 0 and stage.kind == "capture":
+            stage.done = True
+            logger.info("%s finished", stage.name)
+            return
+        # Crashed: restart with exponential backoff; a stage that ran a while starts from scratch.
+        if now - stage.started_at > 60:
+            stage.restarts = 0
+        delay = min(RESTART_BACKOFF_S[0] * 2 ** stage.restarts, RESTART_BACKOFF_S[1])
+        stage.restarts += 1
+        stage.next_start = now + delay
+        logger.error("%s exited with code %s; restarting in %.0f s", stage.name, code, delay)
+
+    def stop(self) -> None:
+        for kind in STAGE_ORDER:
+            self.stops[kind].set()
+            for stage in self.stages:
+                if stage.kind == kind and stage.process is not None:
+                    stage.process.join(STOP_TIMEOUT_S)
+                    if stage.process.is_alive():
+                        logger.warning("%s did not stop in %.0f s; killing it", stage.name, STOP_TIMEOUT_S)
+                        stage.process.kill()
+                        stage.process.join()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
