@@ -49,3 +49,117 @@ def fit_window_gaussian(collected: Mapping[str, np.ndarray], window_frames: int,
     threshold = max(float(np.quantile(scores, quantile)), 1e-6)
     return {"mean": mean.astype(np.float32), "inv_std": inv_std.astype(np.float32),
             "scale": np.array([1.0 / threshold], dtype=np.float32)}
+
+
+# -- anomaly: per-location motion Gaussian + appearance k-NN memory --------------------------
+# The numpy scorer below is the reference the exported ONNX window graph is tested against
+# (models/anomaly/scorer.py); the fitter needs it to put the threshold on held-out normal scores.
+
+def coreset_banks(features: np.ndarray, size: int, seed: int, proj_dim: int = 32) -> np.ndarray:
+    """Greedy k-center coreset per location: ``[L, F, C] -> [L, min(size, F), C]``.
+
+    Selection runs on a seeded random projection (PatchCore's trick) to stay fast on a CPU; the
+    kept rows are the original features. Same seed and input give the same bank.
+    """
+    n_loc, n, channels = features.shape
+    size = min(size, n)
+    rng = np.random.default_rng(seed)
+    proj = rng.standard_normal((channels, min(proj_dim, channels))).astype(np.float32) / np.sqrt(proj_dim)
+    x = features @ proj  # [L, F, P]
+    chosen = np.empty((n_loc, size), np.int64)
+    chosen[:, 0] = rng.integers(0, n, n_loc)
+    rows = np.arange(n_loc)
+    nearest = np.full((n_loc, n), np.inf, np.float32)
+    for i in range(1, size + 1):
+        centre = x[rows, chosen[:, i - 1]]  # [L, P]
+        nearest = np.minimum(nearest, ((x - centre[:, None]) ** 2).sum(-1))
+        if i < size:
+            chosen[:, i] = nearest.argmax(axis=1)
+    return features[rows[:, None], chosen]
+
+
+def anomaly_maps(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray],
+                 chunk: int = 64) -> np.ndarray:
+    """Per-frame anomaly maps ``[F, h, w]`` from ``c4 [F, C, h, w]`` and ``flow [F, 4, h, w]``.
+
+    map = w_motion * mean_k z_k^2 (per-location Gaussian of the flow cell statistics)
+        + w_appearance * distance to the nearest normal c4 feature at that location.
+    """
+    f, channels, h, w = c4.shape
+    z = (flow - state["flow_mean"]) * state["flow_inv_std"]
+    motion = (z**2).mean(axis=1)
+    bank, bank_sq = state["bank"], state["bank_sq"]
+    appearance = np.empty((f, h * w), np.float32)
+    for start in range(0, f, chunk):
+        q = c4[start:start + chunk].reshape(-1, channels, h * w).transpose(2, 0, 1)  # [L, n, C]
+        d2 = (q**2).sum(-1)[..., None] - 2 * q @ bank.transpose(0, 2, 1) + bank_sq[:, None, :]
+        appearance[start:start + chunk] = np.sqrt(np.maximum(d2.min(axis=-1), 0.0)).T
+    weights = state["weights"]
+    return (weights[0] * motion + weights[1] * appearance.reshape(f, h, w)).astype(np.float32)
+
+
+def anomaly_window(maps: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+    """``maps [N, T, h, w]`` -> ``scores [N, 1]`` (mean over T of each frame's peak),
+    ``frame_scores [N, T]`` (each frame's peak) and ``heatmap [N, h, w]`` (max over T), all scaled."""
+    peaks = maps.reshape(*maps.shape[:2], -1).max(axis=-1) * scale[0]
+    return {"scores": peaks.mean(axis=1, keepdims=True), "frame_scores": peaks,
+            "heatmap": maps.max(axis=1) * scale[0]}
+
+
+def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
+                       seed: int) -> dict[str, np.ndarray]:
+    f, channels, h, w = c4.shape
+    features = np.ascontiguousarray(c4.reshape(f, channels, h * w).transpose(2, 0, 1), dtype=np.float32)
+    bank = coreset_banks(features, bank_size, seed)
+    return {"flow_mean": flow.mean(axis=0).astype(np.float32),
+            "flow_inv_std": (1.0 / np.sqrt(flow.var(axis=0) + var_floor)).astype(np.float32),
+            "bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32),
+            "weights": np.ones(2, np.float32)}
+
+
+def _held_out_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Motion and appearance maps of each half of the frames under a model fitted on the other."""
+    half = len(c4) // 2
+    motion, appearance = [], []
+    for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
+        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed)
+        for weights, out in (((1.0, 0.0), motion), ((0.0, 1.0), appearance)):
+            state["weights"] = np.array(weights, np.float32)
+            out.append(anomaly_maps(c4[score_part], flow[score_part], state))
+    return np.concatenate(motion), np.concatenate(appearance)
+
+
+def _peak_quantile(maps: np.ndarray, quantile: float) -> float:
+    return max(float(np.quantile(maps.reshape(len(maps), -1).max(axis=1), quantile)), 1e-6)
+
+
+@FITTERS.register("anomaly_motion_appearance")
+def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_frames: int,
+                                  params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Fit the motion + appearance anomaly scorer on normal footage.
+
+    ``collected`` holds ``params["appearance"]`` (default ``trunk.c4``, ``[F, C, h, w]``) and
+    ``params["motion"]`` (default ``runtime.flow``, ``[F, 4, h, w]``). Each part is normalized by
+    the ``part_quantile`` of its held-out per-frame peaks (2-fold, contiguous halves: a k-NN
+    memory scores its own rows 0), appearance weighted by ``appearance_weight``; ``scale`` maps
+    the ``quantile`` of held-out window scores to 1.0.
+    """
+    c4 = np.asarray(collected[str(params.get("appearance", "trunk.c4"))], np.float32)
+    flow = np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32)
+    if len(c4) < max(2 * window_frames, 4):
+        raise ValueError(f"need at least {max(2 * window_frames, 4)} frames to fit, got {len(c4)}")
+    bank_size, seed = int(params.get("bank_size", 64)), int(params.get("seed", 0))
+    var_floor, part_q = float(params.get("var_floor", 0.01)), float(params.get("part_quantile", 0.99))
+    motion, appearance = _held_out_parts(c4, flow, bank_size, var_floor, seed)
+    weights = np.array([1.0 / _peak_quantile(motion, part_q),
+                        float(params.get("appearance_weight", 0.5)) / _peak_quantile(appearance, part_q)],
+                       np.float32)
+    maps = weights[0] * motion + weights[1] * appearance
+    peaks = maps.reshape(len(maps), -1).max(axis=1)
+    window_scores = sliding_window_means(peaks[:, None], window_frames)[:, 0]
+    threshold = max(float(np.quantile(window_scores, float(params.get("quantile", 0.995)))), 1e-6)
+    state = _fit_anomaly_parts(c4, flow, bank_size, var_floor, seed)
+    state["weights"] = weights
+    state["scale"] = np.array([1.0 / threshold], np.float32)
+    return state

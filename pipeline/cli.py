@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--duration", type=float, default=None)
         s.set_defaults(func=cmd_stage, stage=name)
 
+    a = sub.add_parser("alerts", help="summarize an alerts JSON-lines file")
+    a.add_argument("path", type=Path)
+    a.set_defaults(func=cmd_alerts)
+
     m = sub.add_parser("models", help="model packages")
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="build the shipped model packages (needs vidwatch[models])")
@@ -177,6 +181,24 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     stage.run()
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    import json
+
+    if not args.path.exists():
+        print(f"no alerts file at {args.path}")
+        return 1
+    records = [json.loads(line) for line in args.path.read_text().splitlines() if line.strip()]
+    starts = [r for r in records if r["state"] == "start"]
+    ends = {r["id"]: r for r in records if r["state"] == "end"}
+    print(f"{len(starts)} alert(s) in {args.path}:")
+    for r in starts:
+        end = ends.get(r["id"])
+        span = f"{end['end'] - r['start']:.1f}s" if end else "open"
+        print(f"  {r['camera']:10s} {r['rule']:16s} {r['label']:10s} peak={(end or r)['score']:.2f} "
+              f"duration={span:>6s} latency={r.get('latency_s')}s snapshot={r['snapshot']}")
     return 0
 
 

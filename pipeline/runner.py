@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from pipeline.camera_state import CameraPackageState, StateStore
+from pipeline.camera_state import CameraPackageState, StateStore, Window
 from pipeline.engines import Engine, create_engine
 from pipeline.modelpkg import GraphSpec, ModelPackage
 
@@ -70,7 +69,7 @@ class StageTimings:
         return now
 
 
-EngineMaker = Callable[[Path], Engine]
+DueWindow = tuple[CameraPackageState, Window]
 
 
 class PackageRunner:
@@ -189,41 +188,48 @@ class PackageRunner:
         return self._engines[graph.sha256].run(inputs)
 
     def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                     metas: Sequence[FrameMeta], per_frame: dict[str, np.ndarray]) -> list[CameraPackageState]:
-        """Append each frame's sources to its camera's ring; return the states with a window due."""
+                     metas: Sequence[FrameMeta], per_frame: dict[str, np.ndarray]) -> list[DueWindow]:
+        """Append each frame's sources to its camera's ring; return every window that fell due."""
         due = []
         started = time.perf_counter()
         for i, row in enumerate(rows):
             meta = metas[row]
             state = self._cameras[meta.camera][package.name]
             sources = {key: value[i] for key, value in per_frame.items()}
-            if state.push(frames[row], meta, sources) and state not in due:
-                due.append(state)
+            if state.push(frames[row], meta, sources):
+                due.append((state, state.take_window()))
         self.timings.add("windows", started)
         return due
 
-    def _run_windows(self, package: ModelPackage, due: list[CameraPackageState]) -> list[WindowResult]:
+    def _run_windows(self, package: ModelPackage, due: list[DueWindow]) -> list[WindowResult]:
         if not due:
             return []
         results = []
         started = time.perf_counter()
         # Window graphs that read per-camera state run per camera; the rest batch across cameras.
         uses_state = any(s.startswith("state.") for g in package.manifest.window_graphs() for s in g.inputs.values())
-        groups = [[s] for s in due] if uses_state else [due]
+        groups: list[list[DueWindow]] = []
+        if uses_state:
+            by_camera: dict[str, list[DueWindow]] = {}
+            for item in due:
+                by_camera.setdefault(item[0].camera, []).append(item)
+            groups = list(by_camera.values())
+        else:
+            groups = [due]
         for group in groups:
             results.extend(self._run_window_group(package, group))
         self.timings.add(f"window:{package.name}", started)
         return results
 
-    def _run_window_group(self, package: ModelPackage, group: list[CameraPackageState]) -> list[WindowResult]:
+    def _run_window_group(self, package: ModelPackage, group: list[DueWindow]) -> list[WindowResult]:
         m = package.manifest
-        windows = [state.take_window() for state in group]
+        windows = [window for _, window in group]
         values: dict[str, np.ndarray] = {}
         for graph in m.window_graphs():
             inputs = {}
             for name, source in graph.inputs.items():
                 if source.startswith("state."):
-                    inputs[name] = group[0].state_array(source)
+                    inputs[name] = group[0][0].state_array(source)
                 elif source in values:
                     inputs[name] = values[source]
                 else:
@@ -231,7 +237,7 @@ class PackageRunner:
             for out, array in self._run_graph(graph, inputs).items():
                 values[f"{graph.name}.{out}"] = array
         results = []
-        for i, (state, window) in enumerate(zip(group, windows, strict=True)):
+        for i, (state, window) in enumerate(group):
             results.append(WindowResult(
                 camera=state.camera, package=package.name, labels=list(m.labels), alert_label=m.alert_label,
                 scores=np.asarray(values[m.scores][i], dtype=np.float32).reshape(-1),

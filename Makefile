@@ -1,0 +1,50 @@
+# vidwatch: `make demo` and `make test` on a fresh machine; `make bench`, `make lint` beside them.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VIDWATCH := $(VENV)/bin/vidwatch
+MODELS := build/models
+DEMO_SECONDS ?= 60
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint bench models sysdeps clean help
+help:
+	@echo "make demo   - set up .venv, build the shipped models, run the demo (~1 min), show alerts + metrics URL"
+	@echo "make test   - run the test suite (installs Debian test servers when run as root)"
+	@echo "make bench  - benchmarks -> benchmarks/results/<date>-<host>.{json,md,png}"
+	@echo "make lint   - ruff + mypy"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned (a bare 'torch' pulls a multi-GB CUDA build); it comes from the [models] extra.
+	$(PY) -m pip install -q -e '.[models,dev,mqtt]'
+	touch $@
+
+$(MODELS)/.built: $(VENV)/.installed $(wildcard models/*.py models/*/*.py models/weights/*)
+	$(VIDWATCH) models build --out $(MODELS)
+	touch $@
+
+models: $(MODELS)/.built
+
+sysdeps:
+	@bash deploy/install-system-deps.sh || echo "warning: Debian test servers not installed; tests that need them will skip"
+
+demo: $(MODELS)/.built
+	rm -rf var/demo
+	$(VIDWATCH) run deploy/examples/demo.yaml --duration $(DEMO_SECONDS)
+	@echo
+	$(VIDWATCH) alerts var/demo/alerts.jsonl
+
+test: $(MODELS)/.built sysdeps
+	$(PY) -m pytest -q -rs tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check pipeline models tests benchmarks
+	$(VENV)/bin/mypy pipeline
+
+bench: $(MODELS)/.built
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf build var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import ConfigError
+from tests.conftest import ROOT
+
+VALID = """
+models:
+  a: {path: build/models/demo-anomaly}
+cameras:
+  - id: c1
+    source: x.mp4
+    models: [{model: a}]
+"""
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "full.yaml"])
+def test_shipped_examples_validate(name: str) -> None:
+    config = load_config(ROOT / "deploy" / "examples" / name)
+    assert config.cameras
+
+
+def test_defaults_and_frozen() -> None:
+    config = parse_config(VALID)
+    assert config.cameras[0].fps == 5.0
+    assert config.inference.max_batch == 16
+    with pytest.raises(Exception):
+        config.cameras[0].fps = 3  # type: ignore[misc]
+
+
+def test_error_names_path_line_value_and_allowed() -> None:
+    text = VALID + """  - id: c2
+    source: y.mp4
+    fps: -5
+    models: [{model: a}]
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "cams.yaml")
+    problem = err.value.problems[0]
+    assert problem == "cameras[1].fps (line 10): must be > 0, got -5"
+
+
+def test_unknown_field_names_its_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(VALID.replace("source: x.mp4", "source: x.mp4\n    fsp: 5"))
+    assert err.value.problems == ["cameras[0].fsp (line 7): unknown field; check the spelling "
+                                  "(see deploy/examples/full.yaml)"]
+
+
+def test_unknown_model_reference_names_its_line() -> None:
+    text = VALID + """  - id: c2
+    source: 0
+    models: [{model: nope}]
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert err.value.problems == ["cameras[1].models[0].model (line 10): 'nope' is not defined under models: "
+                                  "(defined: a)"]
+
+
+def test_cross_checks() -> None:
+    text = VALID + """rules:
+  - {name: r, model: a, threshold: 0.5, clear_threshold: 0.9, cameras: [ghost]}
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    problems = "\n".join(err.value.problems)
+    assert "clear_threshold (0.9) must be <= threshold (0.5)" in problems
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config("cameras: [")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_bad_endpoint() -> None:
+    with pytest.raises(ConfigError, match=r"inference.endpoint .*ZeroMQ endpoint"):
+        parse_config(VALID + "inference: {endpoint: 'localhost:5550'}\n")

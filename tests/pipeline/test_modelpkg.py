@@ -1,0 +1,40 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ModelPackageError
+from pipeline.modelpkg import load_package
+
+
+def test_demo_package_loads_and_verifies(demo_package_path: Path) -> None:
+    pkg = load_package(demo_package_path)
+    m = pkg.manifest
+    assert m.task == "anomaly" and m.alert_label in m.labels
+    assert [g.over for g in m.graphs] == ["frame", "window"]
+    assert m.calibration is not None and m.calibration.fit == "window_gaussian"
+
+
+def test_corrupt_graph_is_detected(demo_package_path: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(demo_package_path, tmp_path / "pkg")
+    with (copy / "score.onnx").open("ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(ModelPackageError, match="sha256 does not match"):
+        load_package(copy)
+
+
+def test_missing_manifest_and_bad_references(demo_package_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelPackageError, match="no manifest.json"):
+        load_package(tmp_path)
+    copy = shutil.copytree(demo_package_path, tmp_path / "pkg")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["graphs"][1]["inputs"]["c4"] = "trunk.nothing"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="trunk.nothing"):
+        load_package(copy)
+    manifest["graphs"][1]["inputs"]["c4"] = "trunk.c4"
+    manifest["alert_label"] = "fire"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="alert_label 'fire'"):
+        load_package(copy)

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import zmq
+
+from pipeline.errors import WireError
+from pipeline.wire import decode_frames, decode_results, encode_frames, encode_results
+
+
+def _frames(b: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (b, 8, 6, 3), dtype=np.uint8)
+
+
+def test_frames_round_trip_over_a_real_socket_without_copies() -> None:
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push.connect(f"tcp://127.0.0.1:{port}")
+    frames = _frames()
+    push.send_multipart(encode_frames(["a", "b", "a"], [1, 7, 2], [1.0, 2.0, 3.0], [0.1, 0.2, 0.3], frames,
+                                      {"a": {"captured": 10}}), copy=False)
+    parts = pull.recv_multipart(copy=False)
+    batch = decode_frames(parts)
+    assert batch.cameras == ["a", "b", "a"] and batch.seqs == [1, 7, 2]
+    np.testing.assert_array_equal(batch.frames, frames)
+    assert not batch.frames.flags.owndata  # a view of the received buffer
+    assert batch.stats["a"]["captured"] == 10
+    push.close(0)
+    pull.close(0)
+
+
+GOOD = encode_frames(["a"], [1], [1.0], [0.0], _frames(1))
+
+
+@pytest.mark.parametrize("parts, reason", [
+    ([b"\x00\xff garbage"], "needs at least 2 parts"),
+    ([b"not json", b""], "not JSON"),
+    ([b"[1, 2]", b""], "not a JSON object"),
+    ([GOOD[0].replace(b'"v": 1', b'"v": 9'), GOOD[1]], "wire version 9"),
+    ([GOOD[0], b"short"], "payload has 5 bytes"),
+    ([GOOD[0].replace(b'"uint8"', b'"int64"'), GOOD[1]], "dtype"),
+    ([GOOD[0].replace(b'"seqs": [1]', b'"seqs": [1, 2]'), GOOD[1]], "seqs"),
+    ([GOOD[0].replace(b'"kind": "frames"', b'"kind": "results"'), GOOD[1]], "expected a 'frames' message"),
+])
+def test_bad_frame_messages_raise_wire_error(parts: list, reason: str) -> None:
+    with pytest.raises(WireError, match=reason):
+        decode_frames(parts)
+
+
+def test_results_round_trip_and_validation() -> None:
+    record = {"camera": "a", "package": "p", "scores": [0.1], "labels": ["x"], "t_capture": 1.0, "seq": 3}
+    parts = encode_results([record], [b"jpeg"])
+    results, snaps = decode_results(parts)
+    assert results == [record] and snaps == [b"jpeg"]
+    with pytest.raises(WireError, match="snapshots"):
+        decode_results(parts[:1])
+    with pytest.raises(WireError, match="without 'seq'"):
+        decode_results(encode_results([{k: v for k, v in record.items() if k != "seq"}], []))
