@@ -108,7 +108,7 @@ class CameraReader(threading.Thread):
 
     def _read(self, source: Source) -> None:
         sampler = RateSampler(self.camera.fps)
-        pacer = _Pacer() if (self.camera.realtime and not source.live) else None
+        pacer = _Pacer(self.camera.playback_speed) if (self.camera.realtime and not source.live) else None
         last_t = self._stream_offset
         logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
         while not self.stop.is_set():
@@ -155,14 +155,16 @@ class CameraReader(threading.Thread):
 class _Pacer:
     """Plays a file at its own rate, so a file behaves like the live camera it stands in for."""
 
-    def __init__(self) -> None:
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
         self.origin: float | None = None
 
     def wait(self, t_stream: float, stop: threading.Event) -> None:
         now = time.monotonic()
-        if self.origin is None or t_stream < (now - self.origin) - 5.0:
-            self.origin = now - t_stream
-        delay = self.origin + t_stream - now
+        t_wall = t_stream / self.speed
+        if self.origin is None or t_wall < (now - self.origin) - 5.0:
+            self.origin = now - t_wall
+        delay = self.origin + t_wall - now
         if delay > 0:
             stop.wait(delay)
 

@@ -38,6 +38,7 @@ class CameraConfig(_Frozen):
     resize: tuple[int, int] | None = Field(None, description="[width, height]; default: the first model's input")
     loop: bool = Field(False, description="restart files at the end (demos, tests)")
     realtime: bool = Field(True, description="read files at their own frame rate, like a live camera")
+    playback_speed: float = Field(1.0, gt=0, le=100, description="files with realtime: play this many times faster")
     group: int = Field(0, ge=0, description="capture process this camera is read in")
     models: list[ModelRef] = Field(min_length=1)
 

@@ -94,11 +94,16 @@ class Sink:
             logger.warning("sink: dropped a bad message: %s", exc)
             return
         for result in results:
-            if "status" in result:
-                self._update_status(result)
-                continue
-            part = result.get("snapshot_part")
-            self.handle(result, snapshots[part] if isinstance(part, int) and part < len(snapshots) else None)
+            try:
+                if "status" in result:
+                    self._update_status(result)
+                    continue
+                part = result.get("snapshot_part")
+                self.handle(result, snapshots[part] if isinstance(part, int) and part < len(snapshots) else None)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                # A well-formed message with a malformed result: drop that result, keep the rest.
+                self.metrics.rejected.labels("sink", "bad_result").inc()
+                logger.warning("sink: dropped a malformed result: %r", exc)
 
     def handle(self, result: dict[str, Any], snapshot: bytes | None) -> None:
         """Feed one window's result to every rule that watches its camera and model."""

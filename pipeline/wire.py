@@ -51,7 +51,12 @@ def encode_frames(cameras: Sequence[str], seqs: Sequence[int], t_capture: Sequen
 
 def decode_frames(parts: Sequence[Any]) -> FrameBatch:
     header = _header(parts, KIND_FRAMES, 2)
-    b = len(header["cameras"])
+    cameras = header.get("cameras")
+    if not isinstance(cameras, list) or not cameras or not all(isinstance(c, str) for c in cameras):
+        raise WireError("header field 'cameras' must be a non-empty list of camera ids")
+    if not isinstance(header.get("stats", {}), dict):
+        raise WireError("header field 'stats' must be an object")
+    b = len(cameras)
     for key in ("seqs", "t_capture", "t_stream"):
         if not isinstance(header.get(key), list) or len(header[key]) != b:
             raise WireError(f"header field {key!r} must be a list of {b} values")

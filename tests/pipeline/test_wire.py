@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import zmq
@@ -55,3 +57,23 @@ def test_results_round_trip_and_validation() -> None:
         decode_results(parts[:1])
     with pytest.raises(WireError, match="without 'seq'"):
         decode_results(encode_results([{k: v for k, v in record.items() if k != "seq"}], []))
+
+
+def test_mutated_messages_only_ever_raise_wire_error() -> None:
+    """Flip bytes of a valid header and payload many times: decoding fails cleanly or succeeds."""
+    rng = np.random.default_rng(1)
+    header, payload = bytes(GOOD[0]), bytes(GOOD[1])
+    for _ in range(2000):
+        h = bytearray(header)
+        for pos in rng.integers(0, len(h), rng.integers(1, 4)):
+            h[pos] = int(rng.integers(0, 256))
+        parts = [bytes(h), payload[: int(rng.integers(0, len(payload) + 1))]]
+        try:
+            decode_frames(parts)
+        except WireError:
+            pass
+    for header_obj in ({"v": 1, "kind": "frames"}, {"v": 1, "kind": "frames", "cameras": "abc"},
+                       {"v": 1, "kind": "frames", "cameras": [1]}, {"v": 1, "kind": "frames", "cameras": ["a"],
+                                                                     "stats": [], "seqs": [1]}):
+        with pytest.raises(WireError):
+            decode_frames([json.dumps(header_obj).encode(), payload])

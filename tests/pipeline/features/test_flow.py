@@ -1,0 +1,65 @@
+"""The ``flow_cells`` runtime feature on real Ped2 frames and on a known synthetic shift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.features import FRAME_FEATURES, create_feature
+from pipeline.features.flow import CHANNELS, KIND, cell_stats, grid_shape
+
+
+@pytest.fixture(scope="module")
+def ped2_frames(shared_data: Path) -> list[np.ndarray]:
+    clip = shared_data / "ucsd_ped2" / "train" / "Train001"
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(clip.glob("*.jpg"))[:6]]
+
+
+def test_registered_and_grid_matches_c4() -> None:
+    assert KIND in FRAME_FEATURES
+    assert grid_shape(240, 360) == (15, 23)  # SAME-padded stride 16: the trunk's c4 map
+
+
+def test_first_frame_has_no_motion_then_pedestrians_move(ped2_frames: list[np.ndarray]) -> None:
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360})
+    first = feature(ped2_frames[0])
+    assert first.shape == (len(CHANNELS), 15, 23) and first.dtype == np.float32
+    assert not first.any()
+    later = [feature(f) for f in ped2_frames[1:]][-1]
+    assert later[2].max() > 0.3  # walking people (slow at 10 fps: under 1 px per frame far away)
+    assert np.median(later[2]) < 0.5  # most of the walkway is still
+
+
+def test_known_shift_is_measured() -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (260, 380), dtype=np.uint8), (5, 5), 0)
+    a, b = texture[10:250, 10:370], texture[10:250, 7:367]  # content moves 3 px right
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "medium"})
+    feature(np.repeat(a[..., None], 3, axis=2))
+    stats = feature(np.repeat(b[..., None], 3, axis=2))
+    inner = stats[:, 2:-2, 2:-2]
+    assert np.median(inner[0]) == pytest.approx(3.0, abs=0.3)
+    assert np.median(np.abs(inner[1])) < 0.3
+
+
+def test_other_frame_sizes_are_resized_to_the_package_input(ped2_frames: list[np.ndarray]) -> None:
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360})
+    big = [cv2.resize(f, (720, 480)) for f in ped2_frames[:2]]
+    assert [feature(f).shape for f in big] == [(4, 15, 23)] * 2
+
+
+def test_cell_stats_pads_partial_cells() -> None:
+    flow = np.zeros((20, 40, 2), np.float32)
+    flow[:, 32:, 0] = 2.0  # the right partial column moves
+    stats = cell_stats(flow, cell=16, moving_px=1.0, quantile=0.9)
+    assert stats.shape == (4, 2, 3)
+    assert stats[0, :, 2].tolist() == [2.0, 2.0] and stats[3, :, 2].tolist() == [1.0, 1.0]
+    assert not stats[:, :, :2].any()
+
+
+def test_unknown_preset_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match="ultrafast, fast, medium"):
+        create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "slow"})

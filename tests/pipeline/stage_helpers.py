@@ -1,0 +1,42 @@
+"""Run a stage in a thread of the test process, on real sockets, and stop it cleanly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, parse_config
+from tests.conftest import free_port
+
+
+def make_config(models_dir: Path, tmp: Path, cameras: str, rules: str = "", extra: str = "") -> Config:
+    text = f"""
+state_dir: {tmp}/state
+models:
+  demo-anomaly: {{path: {models_dir}/demo-anomaly}}
+inference: {{endpoint: "tcp://127.0.0.1:{free_port()}", max_wait_ms: 20}}
+sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp}/snapshots, status_interval_s: 1}}
+outputs:
+  - {{type: jsonl, path: {tmp}/alerts.jsonl}}
+cameras:
+{cameras}
+rules:
+{rules or '  []'}
+{extra}
+"""
+    return parse_config(text)
+
+
+@contextmanager
+def running(stage: Any) -> Iterator[Any]:
+    thread = threading.Thread(target=stage.run, daemon=True)
+    thread.start()
+    try:
+        yield stage
+    finally:
+        stage.stop.set()
+        thread.join(15)
+        assert not thread.is_alive(), f"{type(stage).__name__} did not stop"

@@ -1,0 +1,77 @@
+"""Capture node on a real video file and real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import zmq
+from prometheus_client import CollectorRegistry
+
+from pipeline.capture import CaptureNode
+from pipeline.wire import decode_frames
+from tests.conftest import PEOPLE_CLIP
+from tests.pipeline.stage_helpers import make_config, running
+
+
+def _receive(sock: zmq.Socket, seconds: float) -> list:
+    batches, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            batches.append(decode_frames(sock.recv_multipart(copy=False)))
+    return batches
+
+
+def test_file_camera_is_sampled_by_time_resized_and_batched(models_dir: Path, tmp_path: Path) -> None:
+    cameras = f"""  - {{id: a, source: {PEOPLE_CLIP}, fps: 5, realtime: false, models: [{{model: demo-anomaly}}]}}
+  - {{id: b, source: {PEOPLE_CLIP}, fps: 2, realtime: false, resize: [160, 96], models: [{{model: demo-anomaly}}]}}"""
+    config = make_config(models_dir, tmp_path, cameras)
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.bind(config.inference.endpoint)
+    registry = CollectorRegistry()
+    node = CaptureNode(config, 0, registry)
+    with running(node):
+        batches = _receive(pull, 4.0)
+    pull.close(0)
+    frames = {"a": [], "b": []}
+    for batch in batches:
+        for cam, t, frame in zip(batch.cameras, batch.t_stream, batch.frames, strict=True):
+            frames[cam].append((t, frame.shape))
+    assert frames["a"] and frames["b"]
+    assert {shape for _, shape in frames["a"]} == {(224, 224, 3)}  # the model's input size
+    assert {shape for _, shape in frames["b"]} == {(96, 160, 3)}  # resize is [width, height]
+    gaps_a = [t2 - t1 for (t1, _), (t2, _) in zip(frames["a"], frames["a"][1:])]
+    assert abs(sum(gaps_a) / len(gaps_a) - 0.2) < 0.02  # 5 fps of stream time, from a 10 fps file
+    captured = registry.get_sample_value("vidwatch_frames_captured_total", {"camera": "a"})
+    assert captured and captured > len(frames["a"])  # decoded more than it sent: sampling
+    assert registry.get_sample_value("vidwatch_camera_up", {"camera": "a"}) == 1
+
+
+def test_no_consumer_drops_oldest_and_never_blocks(models_dir: Path, tmp_path: Path) -> None:
+    cameras = f"""  - {{id: a, source: {PEOPLE_CLIP}, fps: 10, realtime: false, models: [{{model: demo-anomaly}}]}}"""
+    config = make_config(models_dir, tmp_path, cameras, extra="capture: {queue_clips: 4}")
+    registry = CollectorRegistry()
+    node = CaptureNode(config, 0, registry)  # nobody binds the inference endpoint
+    with running(node):
+        time.sleep(3.0)
+    sampled = registry.get_sample_value("vidwatch_frames_sampled_total", {"camera": "a"}) or 0
+    dropped = (registry.get_sample_value("vidwatch_frames_dropped_total", {"camera": "a", "reason": "queue_full"})
+               or 0) + (registry.get_sample_value("vidwatch_frames_dropped_total",
+                                                  {"camera": "a", "reason": "inference_busy"}) or 0)
+    assert sampled > 30  # the reader kept reading
+    assert dropped > 0.5 * sampled
+
+
+def test_dead_camera_does_not_stop_the_others(models_dir: Path, tmp_path: Path) -> None:
+    cameras = f"""  - {{id: dead, source: "rtsp://127.0.0.1:9/none", models: [{{model: demo-anomaly}}]}}
+  - {{id: ok, source: {PEOPLE_CLIP}, fps: 5, realtime: false, models: [{{model: demo-anomaly}}]}}"""
+    config = make_config(models_dir, tmp_path, cameras, extra="capture: {open_timeout_s: 1, reconnect_min_s: 0.5}")
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.bind(config.inference.endpoint)
+    registry = CollectorRegistry()
+    with running(CaptureNode(config, 0, registry)):
+        batches = _receive(pull, 3.0)
+    pull.close(0)
+    assert any("ok" in b.cameras for b in batches)
+    assert registry.get_sample_value("vidwatch_camera_up", {"camera": "dead"}) == 0
+    assert (registry.get_sample_value("vidwatch_camera_reconnects_total", {"camera": "dead"}) or 0) >= 1

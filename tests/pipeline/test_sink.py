@@ -1,0 +1,81 @@
+"""Sink on real sockets: rules raise alerts with snapshots; a failing output loses nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import zmq
+from prometheus_client import CollectorRegistry
+
+from pipeline.sink import Sink
+from pipeline.wire import encode_results
+from tests.pipeline.stage_helpers import make_config, running
+
+RULE = """  - {name: crowd, model: demo-anomaly, threshold: 1.5, clear_threshold: 1.0, min_duration_s: 0.5,
+     cooldown_s: 60}"""
+
+
+def _result(score: float, t: float, seq: int) -> dict:
+    return {"camera": "cam", "package": "demo-anomaly", "labels": ["anomaly"], "alert_label": "anomaly",
+            "scores": [score], "seq": seq, "first_seq": seq - 3, "t_capture": time.time() - 0.3, "t_stream": t,
+            "heatmap": (np.eye(14) * 3).tolist()}
+
+
+def _send_scores(endpoint: str, scores: list[float]) -> None:
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(endpoint)
+    jpeg = cv2.imencode(".jpg", np.full((224, 224, 3), 128, np.uint8))[1].tobytes()
+    for i, score in enumerate(scores):
+        record = _result(score, i * 0.4, i)
+        snaps = [jpeg] if score >= 1.5 else []
+        if snaps:
+            record["snapshot_part"] = 0
+        push.send_multipart(encode_results([record], snaps))
+    push.send_multipart([b"garbage"])
+    push.close(2000)
+
+
+def test_scores_become_one_alert_with_snapshot_and_metrics(models_dir: Path, tmp_path: Path) -> None:
+    config = make_config(models_dir, tmp_path, "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         RULE)
+    registry = CollectorRegistry()
+    with running(Sink(config, registry)):
+        _send_scores(config.sink.endpoint, [0.2, 1.8, 2.5, 2.0, 1.2, 0.4, 2.2, 0.1])
+        time.sleep(1.5)
+    alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [a["state"] for a in alerts] == ["start", "end"]  # cooldown swallows the 2.2
+    start, end = alerts
+    assert start["id"] == end["id"]
+    assert start["score"] == 2.5 and end["score"] == 2.5  # peak while pending and active
+    assert end["end"] > start["start"] and start["kind"] == "anomaly"
+    snapshot = cv2.imread(start["snapshot"])
+    assert snapshot is not None and snapshot.shape == (224, 224, 3)
+    assert not np.all(snapshot == snapshot[0, 0])  # the heat map was drawn on the grey frame
+    assert registry.get_sample_value("vidwatch_alerts_total", {"camera": "cam", "kind": "anomaly"}) == 1
+    assert registry.get_sample_value("vidwatch_end_to_end_latency_seconds_count") == 8
+    assert registry.get_sample_value("vidwatch_messages_rejected_total", {"stage": "sink", "reason": "bad_message"}) == 1
+
+
+def test_full_disk_output_keeps_the_alert_and_retries(models_dir: Path, tmp_path: Path) -> None:
+    """/dev/full fails every write with ENOSPC, like a full disk; the alert must not be lost."""
+    config = make_config(models_dir, tmp_path, "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         RULE)
+    config = config.model_copy(update={"outputs": [*config.outputs,
+                                                   type(config.outputs[0])(type="jsonl", path=Path("/dev/full"))]})
+    registry = CollectorRegistry()
+    sink = Sink(config, registry)
+    with running(sink):
+        _send_scores(config.sink.endpoint, [1.8, 2.5, 2.0])
+        time.sleep(1.0)
+        assert registry.get_sample_value("vidwatch_alerts_pending") == 1  # queued for /dev/full
+        full = sink.outputs[1][1]
+        full.path, full._fh = tmp_path / "recovered.jsonl", (tmp_path / "recovered.jsonl").open("a")  # disk freed
+        time.sleep(3.0)  # one retry interval
+    assert registry.get_sample_value("vidwatch_output_errors_total", {"output": "jsonl"}) >= 1
+    recovered = [json.loads(line) for line in (tmp_path / "recovered.jsonl").read_text().splitlines()]
+    assert recovered[0]["state"] == "start"
+    assert [json.loads(x)["state"] for x in (tmp_path / "alerts.jsonl").read_text().splitlines()][0] == "start"
