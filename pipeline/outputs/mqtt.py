@@ -29,15 +29,24 @@ class MqttOutput:
             raise VidwatchError("output 'mqtt' needs paho-mqtt: pip install 'vidwatch[mqtt]'") from exc
         self.config = config
         self.client: Any = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.connect(config.host, config.port)
+        # Connect in the background and keep reconnecting: a broker that is down at start-up or
+        # goes away must not stop the sink; emit() fails meanwhile and the sink retries.
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self.client.connect_async(config.host, config.port)
         self.client.loop_start()
 
     def emit(self, alert: Alert) -> None:
+        where = f"MQTT broker {self.config.host}:{self.config.port}"
+        if not self.client.is_connected():
+            raise VidwatchError(f"{where} is not connected; the alert stays queued")
         topic = self.config.topic.format(camera=alert.camera, rule=alert.rule)
         info = self.client.publish(topic, alert.to_json(), qos=self.config.qos)
-        info.wait_for_publish(timeout=5)
+        try:
+            info.wait_for_publish(timeout=5)
+        except (RuntimeError, ValueError) as exc:  # paho: not queued / disconnected meanwhile
+            raise VidwatchError(f"{where} did not take the alert: {exc}") from exc
         if not info.is_published():
-            raise VidwatchError(f"MQTT broker {self.config.host}:{self.config.port} did not take the alert")
+            raise VidwatchError(f"{where} did not acknowledge the alert in 5 s")
 
     def close(self) -> None:
         self.client.loop_stop()

@@ -1,0 +1,1 @@
+"""Real components that tests start on loopback (an RTSP server, ...)."""
