@@ -52,7 +52,7 @@ class StateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **state)
+            np.savez(fh, **state)  # type: ignore[arg-type]
         os.replace(tmp, path)
 
 

@@ -189,7 +189,7 @@ class CaptureNode:
         self.metrics = CaptureMetrics(registry)
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop)
                         for c in cameras]
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
         self.sockets = frames_push(self.ctx, endpoints)
 

@@ -65,7 +65,7 @@ class InferenceWorker:
         self.evidence_min = config.inference.evidence_min_score
         if self.evidence_min is None:
             self.evidence_min = min((r.threshold for r in config.rules), default=0.5)
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         self.endpoint = worker_endpoint(config.inference.endpoint, index)
         self.pull = frames_pull(ctx, self.endpoint)
         self.push = results_push(ctx, config.sink.endpoint)
@@ -132,7 +132,8 @@ class InferenceWorker:
                 self._send(results)
 
     def _send(self, results: list[WindowResult]) -> None:
-        records, snapshots = [], []
+        records: list[dict[str, Any]] = []
+        snapshots: list[bytes] = []
         for result in results:
             self.metrics.windows.labels(result.camera, result.package).inc()
             record = result_record(result)

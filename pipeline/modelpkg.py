@@ -83,7 +83,7 @@ class CalibrationSpec(_Frozen):
 
 
 class Manifest(_Frozen):
-    format: Literal[1] = FORMAT_VERSION
+    format: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     version: str
     task: Literal["action", "anomaly"]

@@ -46,7 +46,8 @@ def encode_frames(cameras: Sequence[str], seqs: Sequence[int], t_capture: Sequen
     header = {"v": VERSION, "kind": KIND_FRAMES, "cameras": list(cameras), "seqs": [int(s) for s in seqs],
               "t_capture": [float(t) for t in t_capture], "t_stream": [float(t) for t in t_stream],
               "dtype": frames.dtype.name, "shape": list(frames.shape), "stats": stats or {}}
-    return [json.dumps(header).encode(), memoryview(np.ascontiguousarray(frames)).cast("B")]
+    payload: Any = np.ascontiguousarray(frames)  # numpy arrays are buffers; pyzmq sends them without a copy
+    return [json.dumps(header).encode(), memoryview(payload).cast("B")]
 
 
 def decode_frames(parts: Sequence[Any]) -> FrameBatch:

@@ -40,7 +40,7 @@ def test_file_camera_is_sampled_by_time_resized_and_batched(models_dir: Path, tm
     assert frames["a"] and frames["b"]
     assert {shape for _, shape in frames["a"]} == {(224, 224, 3)}  # the model's input size
     assert {shape for _, shape in frames["b"]} == {(96, 160, 3)}  # resize is [width, height]
-    gaps_a = [t2 - t1 for (t1, _), (t2, _) in zip(frames["a"], frames["a"][1:])]
+    gaps_a = [t2 - t1 for (t1, _), (t2, _) in zip(frames["a"], frames["a"][1:], strict=False)]
     assert abs(sum(gaps_a) / len(gaps_a) - 0.2) < 0.02  # 5 fps of stream time, from a 10 fps file
     captured = registry.get_sample_value("vidwatch_frames_captured_total", {"camera": "a"})
     assert captured and captured > len(frames["a"])  # decoded more than it sent: sampling

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config import load_config, parse_config
 from pipeline.errors import ConfigError
@@ -26,7 +27,7 @@ def test_defaults_and_frozen() -> None:
     config = parse_config(VALID)
     assert config.cameras[0].fps == 5.0
     assert config.inference.max_batch == 16
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         config.cameras[0].fps = 3  # type: ignore[misc]
 
 

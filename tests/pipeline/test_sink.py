@@ -57,7 +57,8 @@ def test_scores_become_one_alert_with_snapshot_and_metrics(models_dir: Path, tmp
     assert not np.all(snapshot == snapshot[0, 0])  # the heat map was drawn on the grey frame
     assert registry.get_sample_value("vidwatch_alerts_total", {"camera": "cam", "kind": "anomaly"}) == 1
     assert registry.get_sample_value("vidwatch_end_to_end_latency_seconds_count") == 8
-    assert registry.get_sample_value("vidwatch_messages_rejected_total", {"stage": "sink", "reason": "bad_message"}) == 1
+    rejected = {"stage": "sink", "reason": "bad_message"}
+    assert registry.get_sample_value("vidwatch_messages_rejected_total", rejected) == 1
 
 
 def test_full_disk_output_keeps_the_alert_and_retries(models_dir: Path, tmp_path: Path) -> None:
