@@ -43,6 +43,12 @@ class CaptureMetrics:
                         registry=registry, multiprocess_mode="livemax")
         self.reconnects = Counter("vidwatch_camera_reconnects_total", "Camera (re)open attempts after a failure",
                                   ["camera"], registry=registry)
+        self.stage_seconds = stage_seconds_counter(registry)
+
+
+def stage_seconds_counter(registry: CollectorRegistry | None) -> Counter:
+    """Where the time goes: busy seconds per pipeline step (decode, resize, serialize, infer...)."""
+    return Counter("vidwatch_stage_seconds_total", "Busy time per pipeline step", ["stage"], registry=registry)
 
 
 @dataclass
@@ -111,8 +117,14 @@ class CameraReader(threading.Thread):
         pacer = _Pacer(self.camera.playback_speed) if (self.camera.realtime and not source.live) else None
         last_t = self._stream_offset
         logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
+        decode = self.metrics.stage_seconds.labels("decode")
+        resize = self.metrics.stage_seconds.labels("resize")
         while not self.stop.is_set():
-            if not source.grab():
+            started = time.perf_counter()
+            grabbed = source.grab()
+            t_capture = time.time()
+            decode.inc(time.perf_counter() - started)
+            if not grabbed:
                 if source.live:
                     raise SourceError("stream stopped delivering frames (timeout or disconnect)")
                 if self.camera.loop:
@@ -131,12 +143,16 @@ class CameraReader(threading.Thread):
             # Live streams are sampled on arrival time: their timestamps can stall or jump.
             if not sampler.keep(time.monotonic() if source.live else t_stream):
                 continue
-            self._enqueue(source.retrieve(), t_stream)
+            started = time.perf_counter()
+            rgb = self._convert(source.retrieve())
+            resize.inc(time.perf_counter() - started)
+            self._enqueue(rgb, t_capture, t_stream)
 
-    def _enqueue(self, bgr: np.ndarray, t_stream: float) -> None:
-        t_capture = time.time()
+    def _convert(self, bgr: np.ndarray) -> np.ndarray:
         small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # convert after resizing: fewer pixels
+        return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # convert after resizing: fewer pixels
+
+    def _enqueue(self, rgb: np.ndarray, t_capture: float, t_stream: float) -> None:
         with self.lock:
             if len(self.queue) == self.queue.maxlen:
                 self.metrics.dropped.labels(self.camera.id, "queue_full").inc()
@@ -225,10 +241,14 @@ class CaptureNode:
     def _send(self, worker: int, items: list[tuple[str, SampledFrame]]) -> int:
         stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in}
                  for r in self.readers}
+        started = time.perf_counter()
         parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],
                               [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats)
+        serialized = time.perf_counter()
+        self.metrics.stage_seconds.labels("serialize").inc(serialized - started)
         try:
             self.sockets[worker].send_multipart(parts, copy=False)
+            self.metrics.stage_seconds.labels("send").inc(time.perf_counter() - serialized)
         except zmq.Again:
             for camera, _ in items:
                 self.metrics.dropped.labels(camera, "inference_busy").inc()

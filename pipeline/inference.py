@@ -17,6 +17,7 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from pipeline.camera_state import StateStore
+from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
 from pipeline.errors import WireError
 from pipeline.modelpkg import load_package
@@ -42,8 +43,7 @@ class InferenceMetrics:
                                 ["stage", "reason"], registry=registry)
         self.windows = Counter("vidwatch_windows_scored_total", "Windows scored", ["camera", "model"],
                                registry=registry)
-        self.stale = Counter("vidwatch_frames_dropped_total", "Sampled frames dropped, by reason",
-                             ["camera", "reason"], registry=registry)
+        self.stage_seconds = stage_seconds_counter(registry)
 
 
 class InferenceWorker:
@@ -88,7 +88,7 @@ class InferenceWorker:
                         first_at = time.monotonic()
                 if self._pending and (self._pending_frames() >= self.config.inference.max_batch
                                       or time.monotonic() - first_at >= max_wait):
-                    self.process_pending()
+                    self.process_pending(time.monotonic() - first_at)
                 self._maybe_send_status()
         finally:
             self.pull.close(linger=0)
@@ -96,8 +96,10 @@ class InferenceWorker:
 
     def receive(self) -> bool:
         parts = self.pull.recv_multipart(copy=False)
+        started = time.perf_counter()
         try:
             batch = decode_frames(parts)
+            self.metrics.stage_seconds.labels("deserialize").inc(time.perf_counter() - started)
         except WireError as exc:
             self.metrics.rejected.labels("inference", "bad_message").inc()
             logger.warning("inference: dropped a bad message on %s: %s", self.endpoint, exc)
@@ -115,8 +117,9 @@ class InferenceWorker:
     def _pending_frames(self) -> int:
         return sum(len(b.cameras) for b in self._pending)
 
-    def process_pending(self) -> None:
+    def process_pending(self, waited: float = 0.0) -> None:
         batches, self._pending = self._pending, []
+        self.metrics.stage_seconds.labels("batch_wait").inc(waited)
         by_shape: dict[tuple[int, ...], list[FrameBatch]] = {}
         for batch in batches:
             by_shape.setdefault(batch.frames.shape[1:], []).append(batch)
@@ -125,13 +128,17 @@ class InferenceWorker:
             metas = [FrameMeta(c, s, tc, ts) for b in group
                      for c, s, tc, ts in zip(b.cameras, b.seqs, b.t_capture, b.t_stream, strict=True)]
             started = time.perf_counter()
+            before = dict(self.runner.timings.seconds)
             results = self.runner.process(frames, metas)
             self.metrics.latency.observe(time.perf_counter() - started)
+            for step, total in self.runner.timings.seconds.items():
+                self.metrics.stage_seconds.labels(step).inc(total - before.get(step, 0.0))
             self.metrics.batch_size.observe(len(metas))
             if results:
                 self._send(results)
 
     def _send(self, results: list[WindowResult]) -> None:
+        started = time.perf_counter()
         records: list[dict[str, Any]] = []
         snapshots: list[bytes] = []
         for result in results:
@@ -142,6 +149,7 @@ class InferenceWorker:
                 snapshots.append(jpeg(result.last_frame))
             records.append(record)
         self._send_parts(encode_results(records, snapshots))
+        self.metrics.stage_seconds.labels("results").inc(time.perf_counter() - started)
 
     def _send_parts(self, parts: list[Any]) -> None:
         try:

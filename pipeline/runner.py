@@ -143,7 +143,7 @@ class PackageRunner:
                 outputs = self._run_graph(graph, self._frame_inputs(package, graph, batch, rows, metas, values))
             for out, array in outputs.items():
                 values[f"{graph.name}.{out}"] = array
-            self.timings.add(f"graph:{graph.name}", started)
+            self.timings.add(f"frame:{graph.name}", started)
         return values
 
     def _run_shared(self, graph: GraphSpec, batch: np.ndarray, rows: list[int],
@@ -198,7 +198,7 @@ class PackageRunner:
             sources = {key: value[i] for key, value in per_frame.items()}
             if state.push(frames[row], meta, sources):
                 due.append((state, state.take_window()))
-        self.timings.add("windows", started)
+        self.timings.add("features_and_rings", started)
         return due
 
     def _run_windows(self, package: ModelPackage, due: list[DueWindow]) -> list[WindowResult]:

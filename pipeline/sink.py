@@ -18,6 +18,7 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.alerts import Alert
+from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
 from pipeline.errors import WireError
 from pipeline.evidence import save_snapshot
@@ -44,6 +45,7 @@ class SinkMetrics:
                                 ["stage", "reason"], registry=registry)
         self.output_errors = Counter("vidwatch_output_errors_total", "Failed alert deliveries (retried)",
                                      ["output"], registry=registry)
+        self.stage_seconds = stage_seconds_counter(registry)
         self.pending = Gauge("vidwatch_alerts_pending", "Alerts waiting for an output to take them",
                              registry=registry, multiprocess_mode="livesum")
 
@@ -87,6 +89,13 @@ class Sink:
 
     def receive(self) -> None:
         parts = self.pull.recv_multipart(copy=False)
+        started = time.perf_counter()
+        try:
+            self._receive(parts)
+        finally:
+            self.metrics.stage_seconds.labels("sink").inc(time.perf_counter() - started)
+
+    def _receive(self, parts: list[Any]) -> None:
         try:
             results, snapshots = decode_results(parts)
         except WireError as exc:
