@@ -122,6 +122,7 @@ class Supervisor:
         stage.process = self.ctx.Process(
             target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
             args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level))
+        os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
         stage.started_at = time.monotonic()
         logger.info("started %s (pid %s)", stage.name, stage.process.pid)
