@@ -60,17 +60,43 @@ SPEC = BackboneSpec()
 
 
 class SamePadConv2d(nn.Conv2d):
-    """TensorFlow 'SAME' padding for a fixed input size is what the ported weights expect."""
+    """TensorFlow 'SAME' padding, which the ported weights expect.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ih, iw = x.shape[-2:]
+    Padding depends on the input size; ``freeze_same_padding`` fixes it for one size before
+    export, so the ONNX graph has constant pads instead of shape arithmetic (which also stops
+    ONNX Runtime from fusing quantized convolutions).
+    """
+
+    static_pad: list[int] | None = None
+
+    def same_pad(self, ih: int, iw: int) -> list[int]:
         kh, kw = self.weight.shape[-2:]
         sh, sw = self.stride
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.static_pad if self.static_pad is not None else self.same_pad(int(x.shape[-2]), int(x.shape[-1]))
+        if pad[0] == pad[1] == pad[2] == pad[3]:
+            return F.conv2d(x, self.weight, self.bias, self.stride, pad[0], self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pad), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def freeze_same_padding(module: nn.Module, example: torch.Tensor, call: str = "forward") -> nn.Module:
+    """Fix every SamePadConv2d's padding for the size of ``example`` (run once through ``call``)."""
+    handles = []
+    for conv in module.modules():
+        if isinstance(conv, SamePadConv2d):
+            def hook(mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                assert isinstance(mod, SamePadConv2d)
+                mod.static_pad = mod.same_pad(int(args[0].shape[-2]), int(args[0].shape[-1]))
+            handles.append(conv.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        getattr(module, call)(example)
+    for handle in handles:
+        handle.remove()
+    return module
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

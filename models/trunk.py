@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.backbone import C4_BLOCK, EfficientNetLite0, load_pretrained, normalize_uint8_nhwc
+from models.backbone import C4_BLOCK, EfficientNetLite0, freeze_same_padding, load_pretrained, normalize_uint8_nhwc
 from models.onnx_export import export_onnx, parity
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ class Trunk(nn.Module):
 
 def build_trunk(out: Path, height: int, width: int, check_frames: np.ndarray | None = None) -> Path:
     """Export the ImageNet trunk for ``height x width`` input to ``out``; log torch/ORT parity."""
-    trunk = Trunk(load_pretrained()).eval()
     example = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    trunk = freeze_same_padding(Trunk(load_pretrained()).eval(), example)
     export_onnx(trunk, (example,), out, ["frames"], [TRUNK_OUTPUT], {"frames": {0: "n"}, TRUNK_OUTPUT: {0: "n"}})
     if check_frames is None:
         check_frames = np.random.default_rng(0).integers(0, 256, (2, height, width, 3), dtype=np.uint8)

@@ -1,0 +1,1 @@
+"""make bench: transport, engines and end-to-end stream benchmarks (python -m benchmarks)."""
