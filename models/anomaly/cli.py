@@ -1,0 +1,65 @@
+"""What ``vidwatch fit anomaly`` and ``vidwatch eval anomaly`` call, and the shipped-package builder.
+
+Each command returns a process exit code: 0 on success, 2 when a :class:`VidwatchError` says the
+input is unusable (its message is printed to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.errors import VidwatchError
+
+logger = logging.getLogger(__name__)
+
+PED2_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucsd_ped2" / "train"
+SHIPPED_NAME = "ped2-anomaly"
+EVAL_OUT = Path("runs/anomaly-eval")
+
+
+def _fail(exc: VidwatchError) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def fit(normal: Path, out: Path, seed: int = 0) -> int:
+    """Fit an anomaly package on the normal footage under ``normal`` into the folder ``out``."""
+    from models.anomaly.fit import fit_package
+    from pipeline.modelpkg import load_package
+
+    try:
+        fit_package(Path(normal), Path(out), seed)
+    except VidwatchError as exc:
+        return _fail(exc)
+    print(json.dumps({"package": str(out), **load_package(out).manifest.metrics["fit"]}))
+    return 0
+
+
+def evaluate(model: Path, data: Path, labels: Path, as_json: bool) -> int:
+    """Pooled frame-level AUC of a package on ``data/<clip>/`` frame folders; prints the JSON last."""
+    from models.anomaly.evaluate import evaluate_package
+    from pipeline.modelpkg import load_package
+
+    try:
+        package = load_package(model)
+        metrics = evaluate_package(package, Path(data), Path(labels), EVAL_OUT / package.name)
+    except VidwatchError as exc:
+        return _fail(exc)
+    if not as_json:
+        print(f"{package.name}: frame AUC {metrics['frame_auc']} on {metrics['n_frames']} frames; "
+              f"per clip {metrics['per_clip_auc']}; plots in {metrics['plots']}")
+    print(json.dumps(metrics))
+    return 0
+
+
+def build_shipped(out_dir: Path, trunk_path: Path) -> Path:
+    """``out_dir/ped2-anomaly`` fitted on UCSD Ped2 train; reuses ``trunk_path`` if its input size fits."""
+    from models.anomaly.fit import fit_package
+
+    if not PED2_TRAIN.is_dir():
+        raise VidwatchError(f"{PED2_TRAIN}: the UCSD Ped2 train folder is absent; the shipped anomaly package "
+                            f"is fitted on it (see shared/data/README.md)")
+    return fit_package(PED2_TRAIN, Path(out_dir) / SHIPPED_NAME, seed=0, trunk=Path(trunk_path), name=SHIPPED_NAME)

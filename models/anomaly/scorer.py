@@ -1,0 +1,48 @@
+"""The anomaly window graph: motion Gaussian + appearance k-NN per location, exported to ONNX.
+
+It mirrors ``pipeline.calibration.anomaly_maps`` / ``anomaly_window`` (the numpy reference the
+tests compare it with). Fitted arrays are graph inputs (``state.*``), not constants, so one
+graph serves the shipped state and every camera's live calibration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.onnx_export import export_onnx
+
+STATE_INPUTS = ("flow_mean", "flow_inv_std", "bank", "bank_sq", "weights", "scale")
+OUTPUTS = ("scores", "frame_scores", "heatmap")
+
+
+class WindowScorer(nn.Module):
+    """``c4 [N,T,C,h,w]``, ``flow [N,T,4,h,w]`` + state -> scores, frame_scores, heatmap."""
+
+    def forward(self, c4: torch.Tensor, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
+                bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
+                scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, t, c, h, w = c4.shape
+        z = (flow - flow_mean) * flow_inv_std
+        motion = (z * z).mean(dim=2)  # [N, T, h, w]
+        q = c4.reshape(n * t, c, h * w).permute(2, 0, 1)  # [L, NT, C]
+        d2 = (q * q).sum(-1, keepdim=True) - 2 * torch.bmm(q, bank.transpose(1, 2)) + bank_sq.unsqueeze(1)
+        appearance = d2.amin(dim=-1).clamp_min(0).sqrt().permute(1, 0).reshape(n, t, h, w)
+        maps = weights[0] * motion + weights[1] * appearance
+        peaks = maps.reshape(n, t, h * w).amax(dim=-1) * scale[0]
+        return peaks.mean(dim=1, keepdim=True), peaks, maps.amax(dim=1) * scale[0]
+
+
+def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_frames: int,
+                  channels: int, grid: tuple[int, int]) -> Path:
+    """Export the window graph for a ``grid`` of cells; N, T and the bank size stay dynamic."""
+    h, w = grid
+    example = (torch.zeros(1, window_frames, channels, h, w), torch.zeros(1, window_frames, 4, h, w),
+               *[torch.as_tensor(state[k]) for k in STATE_INPUTS])
+    # the bank size varies: live calibration on a short clip keeps fewer rows than bank_size
+    dynamic = {"c4": {0: "n", 1: "t"}, "flow": {0: "n", 1: "t"}, "bank": {1: "m"}, "bank_sq": {1: "m"},
+               "scores": {0: "n"},
+               "frame_scores": {0: "n", 1: "t"}, "heatmap": {0: "n"}}
+    return export_onnx(WindowScorer(), example, path, ["c4", "flow", *STATE_INPUTS], list(OUTPUTS), dynamic)

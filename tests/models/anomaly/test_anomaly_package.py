@@ -1,0 +1,129 @@
+"""The anomaly package on real Ped2 frames: deterministic fit, ONNX == numpy reference, live
+calibration through the runner, clear errors on unusable footage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.anomaly import cli
+from models.anomaly.fit import APPEARANCE, FITTER, MOTION, AnomalyConfig, fit_package
+from models.anomaly.footage import FootageError
+from models.anomaly.scorer import OUTPUTS, STATE_INPUTS
+from models.trunk import build_trunk
+from pipeline.calibration import FITTERS, anomaly_maps, anomaly_window
+from pipeline.engines import create_engine
+from pipeline.errors import VidwatchError
+from pipeline.features import create_feature
+from pipeline.modelpkg import ModelPackage, load_package
+from pipeline.runner import FrameMeta, PackageRunner, Subscription, score_frames
+
+FRAMES_PER_CLIP = 16
+CONFIG = AnomalyConfig()
+
+
+@pytest.fixture(scope="module")
+def ped2(shared_data: Path) -> Path:
+    return shared_data / "ucsd_ped2"
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_trunk(tmp_path_factory.mktemp("trunk") / "trunk.onnx", CONFIG.height, CONFIG.width)
+
+
+@pytest.fixture(scope="module")
+def normal_dir(ped2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real train clips, cut short, in nested folders (fitting searches recursively)."""
+    root = tmp_path_factory.mktemp("normal")
+    for clip in ("Train001", "Train002"):
+        target = root / "camera" / clip
+        target.mkdir(parents=True)
+        for frame in sorted((ped2 / "train" / clip).glob("*.jpg"))[:FRAMES_PER_CLIP]:
+            (target / frame.name).symlink_to(frame)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(normal_dir: Path, trunk: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("packages")
+    return tuple(fit_package(normal_dir, root / name, seed=0, trunk=trunk) for name in ("a", "b"))  # type: ignore[return-value]
+
+
+def _frames(ped2: Path, clip: str, start: int, count: int) -> list[np.ndarray]:
+    paths = sorted((ped2 / "test" / clip).glob("*.jpg"))[start:start + count]
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+
+
+def test_fit_is_deterministic_with_a_seed(fitted: tuple[Path, Path]) -> None:
+    a, b = (load_package(p) for p in fitted)
+    state_a, state_b = a.shipped_state(), b.shipped_state()
+    assert state_a is not None and state_b is not None and set(state_a) == set(state_b)
+    for key in state_a:
+        np.testing.assert_array_equal(state_a[key], state_b[key], err_msg=key)
+    assert a.manifest.graph("anomaly").sha256 == b.manifest.graph("anomaly").sha256
+    assert a.manifest.calibration is not None and a.manifest.calibration.fit == FITTER
+    assert a.manifest.metrics["fit"]["frames"] == 2 * FRAMES_PER_CLIP
+
+
+def test_onnx_scorer_matches_numpy_reference(fitted: tuple[Path, Path], trunk: Path, ped2: Path) -> None:
+    package = load_package(fitted[0])
+    state = package.shipped_state()
+    assert state is not None
+    frames = _frames(ped2, "Test002", 100, 6)  # a cyclist crosses
+    flow = create_feature(package.manifest.runtime_features["flow"])
+    motion = np.stack([flow(f) for f in frames])
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+    window = package.manifest.window.frames
+    graph = create_engine("onnxruntime", package.graph_path(package.manifest.graph("anomaly")), {})
+    got = graph.run({"c4": c4.reshape(2, window, *c4.shape[1:]), "flow": motion.reshape(2, window, *motion.shape[1:]),
+                     **{k: state[k] for k in STATE_INPUTS}})
+    maps = anomaly_maps(c4, motion, state).reshape(2, window, *c4.shape[2:])
+    want = anomaly_window(maps, state["scale"])
+    for name in OUTPUTS:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert got["scores"].shape == (2, 1) and got["heatmap"].shape == (2, 15, 23)
+
+
+def test_offline_scoring_uses_the_runner(fitted: tuple[Path, Path], ped2: Path) -> None:
+    package = load_package(fitted[0])
+    result = score_frames(package, _frames(ped2, "Test002", 0, 8))
+    assert result.frame_scores.shape == (8,) and np.isfinite(result.frame_scores).all()
+    assert result.window_scores.shape == (8 - package.manifest.window.frames + 1, 1)
+    assert result.heatmaps[0].shape == (15, 23)
+
+
+def test_a_camera_calibrates_itself_live(fitted: tuple[Path, Path], ped2: Path) -> None:
+    package: ModelPackage = load_package(fitted[0])
+    runner = PackageRunner([package])
+    runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
+    frames = _frames(ped2, "Test001", 0, 30)
+    results = []
+    for start in range(0, len(frames), 8):
+        metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(frames)))]
+        results += runner.process(np.stack(frames[start:start + 8]), metas)
+    state = runner.camera_states("cam")[package.name].state
+    assert state is not None and set(state) == set(STATE_INPUTS)
+    assert results and all(np.isfinite(r.scores).all() for r in results)
+    assert FITTERS.get(FITTER) is not None and package.manifest.calibration.collect == [APPEARANCE, MOTION]
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path, trunk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "nested").mkdir(parents=True)
+    with pytest.raises(FootageError, match=str(tmp_path / "empty")) as info:
+        fit_package(tmp_path / "empty", tmp_path / "out", trunk=trunk)
+    assert isinstance(info.value, VidwatchError) and "no video" in str(info.value)
+    assert cli.fit(tmp_path / "empty", tmp_path / "out") == 2
+    assert str(tmp_path / "empty") in capsys.readouterr().err
+    assert cli.fit(tmp_path / "missing", tmp_path / "out") == 2
+
+
+def test_unreadable_frames_are_a_clear_error(tmp_path: Path, trunk: Path) -> None:
+    clip = tmp_path / "normal" / "Clip001"
+    clip.mkdir(parents=True)
+    (clip / "000.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(FootageError, match=f"{clip}: image 000.jpg cannot be decoded"):
+        fit_package(tmp_path / "normal", tmp_path / "out", trunk=trunk)
