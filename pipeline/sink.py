@@ -52,7 +52,7 @@ class SinkMetrics:
 
 @dataclass
 class CameraStatus:
-    windows: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    windows: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     scores: dict[str, float] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
     capture: dict[str, float] = field(default_factory=dict)
