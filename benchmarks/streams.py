@@ -139,6 +139,8 @@ def _role(pid: int, root: int) -> str:
     """The stage a process runs (the supervisor sets VIDWATCH_STAGE before spawning it)."""
     if pid == root:
         return "supervisor"
+    if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        return "helper"
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     stage = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"VIDWATCH_STAGE=")]
     return stage[0] if stage else "helper"

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 
 from models import calibrated_anomaly
-from models.trunk import build_trunk
+from models.trunk import build_trunk, calibration_frames, quantize_trunk
 from pipeline.errors import VidwatchError
 
 logger = logging.getLogger(__name__)
@@ -19,19 +19,30 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_SIZE = (224, 224)  # (height, width) of the shared trunk the action and demo models read
 SCENE_CLIP = ROOT / "deploy" / "samples" / "people.mp4"
+CALIBRATION_CLIPS = sorted((ROOT / "deploy" / "samples").glob("*.mp4"))  # INT8 calibration: shipped clips
 SCENE_NORMAL_SECONDS = 5.5  # the empty room at the start of the shipped clip (someone enters at 6 s)
 
 
+_INT8 = {"enabled": False}  # set by build_all: every trunk of one build is FP32, or every one INT8
+
+
 def trunk_path(out: Path, height: int = INPUT_SIZE[0], width: int = INPUT_SIZE[1]) -> Path:
-    """The trunk graph for this input size, exported once and reused."""
+    """The trunk graph for this input size, exported (and quantized, in an INT8 build) once."""
     path = out / "_trunk" / f"trunk-{height}x{width}.onnx"
     if not path.exists():
         build_trunk(path, height, width)
-    return path
+    if not _INT8["enabled"]:
+        return path
+    int8 = path.with_suffix(".int8.onnx")
+    if not int8.exists():
+        quantize_trunk(path, int8, calibration_frames(height, width, CALIBRATION_CLIPS))
+    return int8
 
 
-def build_all(out: Path) -> list[Path]:
+def build_all(out: Path, int8: bool = False) -> list[Path]:
+    """Every shipped package into ``out``; with ``int8`` their shared trunks are INT8."""
     out.mkdir(parents=True, exist_ok=True)
+    _INT8["enabled"] = int8
     trunk = trunk_path(out)
     built = [calibrated_anomaly.build(out, trunk, *INPUT_SIZE)]
     action = _module("models.action.cli")

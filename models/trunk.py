@@ -46,3 +46,48 @@ def build_trunk(out: Path, height: int, width: int, check_frames: np.ndarray | N
                 height, width, out, diff[TRUNK_OUTPUT])
     print(f"trunk {height}x{width}: torch vs ONNX Runtime max abs diff {diff[TRUNK_OUTPUT]:.2e}")
     return out
+
+
+def calibration_frames(height: int, width: int, clips: list[Path], count: int = 64, step: int = 7) -> np.ndarray:
+    """Real frames for INT8 calibration: every ``step``-th frame of the shipped clips, RGB, resized."""
+    import cv2
+
+    frames: list[np.ndarray] = []
+    per_clip = max(1, count // max(1, len(clips)))
+    for clip in clips:
+        cap = cv2.VideoCapture(str(clip))
+        index, taken = 0, 0
+        while taken < per_clip:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if index % step == 0:
+                small = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+                frames.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+                taken += 1
+            index += 1
+        cap.release()
+    if not frames:
+        raise ValueError(f"no frames could be read from {clips} for INT8 calibration")
+    return np.stack(frames)
+
+
+def quantize_trunk(src: Path, out: Path, frames: np.ndarray, batch: int = 8) -> Path:
+    """Static INT8 trunk (ONNX Runtime, per-channel int8 weights, uint8 activations, MinMax).
+
+    QOperator format: with constant padding it runs about 2.2x faster than FP32 on AVX512-VNNI
+    CPUs here, where QDQ gained little. Accuracy of every head that reads it must be re-measured.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"frames": frames[i:i + batch]} for i in range(0, len(frames), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    return out

@@ -231,6 +231,8 @@ class CaptureNode:
                     self.stop.wait(0.01)
         finally:
             self.stop.set()
+            for reader in self.readers:  # a decoder torn down mid-frame at exit aborts the process
+                reader.join(timeout=5.0)
             for sock in self.sockets:
                 sock.close(linger=0)
 

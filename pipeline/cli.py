@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="build the shipped model packages (needs vidwatch[models])")
     b.add_argument("--out", type=Path, default=DEFAULT_MODELS_DIR)
+    b.add_argument("--int8", action="store_true", help="INT8 trunks (about 2x faster on CPU; re-check accuracy)")
     b.set_defaults(func=cmd_models_build)
     ls = msub.add_parser("list", help="list the packages in a folder")
     ls.add_argument("--dir", type=Path, default=DEFAULT_MODELS_DIR)
@@ -168,7 +169,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from pipeline.config import load_config
-    from pipeline.supervisor import build_stage
+    from pipeline.supervisor import build_stage, set_from_signal
 
     config = load_config(args.config)
     registry = CollectorRegistry()
@@ -177,7 +178,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     start_http_server(config.metrics.port, addr=config.metrics.host, registry=registry)
     print(f"metrics: http://{config.metrics.host}:{config.metrics.port}/metrics", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: set_from_signal(stop))
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     stage.run()
@@ -204,7 +205,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def cmd_models_build(args: argparse.Namespace) -> int:
     build = _models_module("models.build")
-    for path in build.build_all(args.out):
+    for path in build.build_all(args.out, int8=args.int8):
         print(f"built {path}")
     return 0
 

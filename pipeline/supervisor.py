@@ -46,9 +46,35 @@ class StageProcess:
 def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int) -> None:
     """Entry point of a stage process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: set_from_signal(stop))
+    _stop_with_parent(stop)
     logging.basicConfig(level=log_level, format=f"%(asctime)s {kind}-{index} %(levelname)s %(message)s")
     build_stage(kind, index, config, None, stop).run()
+
+
+def set_from_signal(event: Any) -> None:
+    """Set an Event from a signal handler without deadlocking.
+
+    The handler runs in the main thread, possibly inside ``event.wait()`` while it holds the
+    event's (non-reentrant) lock; ``event.set()`` there would wait for itself forever. A thread
+    sets it as soon as the lock is free.
+    """
+    threading.Thread(target=event.set, name="signal-stop", daemon=True).start()
+
+
+def _stop_with_parent(stop: Any) -> None:
+    """A stage must not outlive a supervisor that was killed (SIGKILL, OOM): watch the parent."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if os.getppid() != parent:
+                logging.getLogger(__name__).warning("supervisor %d is gone; stopping", parent)
+                stop.set()
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def build_stage(kind: str, index: int, config: Config, registry: Any, stop: Any) -> Any:
@@ -82,7 +108,7 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         self._serve_metrics()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stopping.set())
+            signal.signal(sig, lambda *_: set_from_signal(self.stopping))
         deadline = time.monotonic() + duration if duration else None
         try:
             while not self.stopping.is_set():

@@ -91,7 +91,12 @@ def test_vidwatch_run_writes_alerts_and_serves_metrics(models_dir: Path, tmp_pat
         assert 'vidwatch_camera_up{camera="lobby"} 1.0' in text
         out, _ = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.terminate()  # lets the supervisor stop its stages
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     assert proc.returncode == 0, out[-3000:]
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     starts = [a for a in alerts if a["state"] == "start"]

