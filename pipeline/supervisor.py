@@ -43,11 +43,11 @@ class StageProcess:
         return f"{self.kind}-{self.index}"
 
 
-def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int) -> None:
-    """Entry point of a stage process (spawned)."""
+def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int, supervisor: int) -> None:
+    """Entry point of a stage process (spawned by the process ``supervisor``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: set_from_signal(stop))
-    _stop_with_parent(stop)
+    _stop_with_parent(stop, supervisor)
     logging.basicConfig(level=log_level, format=f"%(asctime)s {kind}-{index} %(levelname)s %(message)s")
     build_stage(kind, index, config, None, stop).run()
 
@@ -62,9 +62,10 @@ def set_from_signal(event: Any) -> None:
     threading.Thread(target=event.set, name="signal-stop", daemon=True).start()
 
 
-def _stop_with_parent(stop: Any) -> None:
-    """A stage must not outlive a supervisor that was killed (SIGKILL, OOM): watch the parent."""
-    parent = os.getppid()
+def _stop_with_parent(stop: Any, parent: int) -> None:
+    """A stage must not outlive a supervisor that was killed (SIGKILL, OOM): watch the parent.
+
+    ``parent`` comes from the supervisor itself: it may already be gone when this runs."""
 
     def watch() -> None:
         while not stop.is_set():
@@ -147,7 +148,7 @@ class Supervisor:
     def _start(self, stage: StageProcess) -> None:
         stage.process = self.ctx.Process(
             target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
-            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level))
+            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level, os.getpid()))
         os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
         stage.started_at = time.monotonic()

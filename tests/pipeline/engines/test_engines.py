@@ -9,7 +9,7 @@ from pipeline.registry import UnknownNameError
 
 
 def _trunk(models_dir: Path) -> Path:
-    return next((models_dir / "_trunk").glob("trunk-*.onnx"))
+    return models_dir / "_trunk" / "trunk-224x224.onnx"
 
 
 def test_onnxruntime_runs_the_real_trunk(models_dir: Path) -> None:
