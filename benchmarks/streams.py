@@ -24,7 +24,6 @@ import cv2
 from benchmarks.common import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "build" / "models"
 SOURCE_CLIP = ROOT / "deploy" / "samples" / "people.mp4"
 WIDTH, HEIGHT, STREAM_FPS, SAMPLE_FPS, STRIDE = 640, 360, 25, 5.0, 2
 MAX_DROP_RATE, MAX_P99_S = 0.01, 1.5
@@ -52,19 +51,17 @@ def make_clip(out: Path, seconds: int = 40) -> Path:
     return out
 
 
-def models_under_test() -> dict[str, dict[str, Any]]:
-    """The action and anomaly packages of the bar; the demo anomaly model if none is fitted."""
-    chosen: dict[str, dict[str, Any]] = {}
-    for name, kind in (("fight", "action"), ("ped2-anomaly", "anomaly"), ("demo-anomaly", "anomaly")):
-        path = MODELS / name
-        if (path / "manifest.json").exists() and kind not in {v["task"] for v in chosen.values()}:
-            chosen[name] = {"path": str(path), "task": kind}
-    return chosen
+def models_under_test(int8: bool = True) -> dict[str, dict[str, Any]]:
+    """The action and the anomaly model of the bar, sharing one trunk (see benchmarks/profile.py)."""
+    from benchmarks.profile import build
+
+    packages = build(int8=int8)
+    return {"fight": {"path": str(packages["fight"]), "task": "action"},
+            "anomaly-224": {"path": str(packages["anomaly-224"]), "task": "anomaly"}}
 
 
 def write_config(tmp: Path, clip: Path, n: int, models: dict[str, dict[str, Any]], port: int) -> Path:
-    refs = ", ".join(f"{{model: {name}, stride: {STRIDE}"
-                     + (", calibrate_seconds: 5" if name == "demo-anomaly" else "") + "}" for name in models)
+    refs = ", ".join(f"{{model: {name}, stride: {STRIDE}}}" for name in models)
     cameras = "\n".join(f"  - {{id: cam{i:02d}, source: {clip}, fps: {SAMPLE_FPS}, loop: true, models: [{refs}]}}"
                         for i in range(n))
     model_lines = "\n".join(f"  {name}: {{path: {m['path']}}}" for name, m in models.items())
@@ -208,8 +205,8 @@ def passes(result: dict[str, Any]) -> bool:
     return result["drop_rate"] < MAX_DROP_RATE and p99 is not None and p99 < MAX_P99_S
 
 
-def run(quick: bool = False, counts: tuple[int, ...] | None = None) -> dict[str, Any]:
-    models = models_under_test()
+def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool = True) -> dict[str, Any]:
+    models = models_under_test(int8)
     tmp = Path(tempfile.mkdtemp(prefix="vidwatch-bench-"))
     clip = make_clip(ROOT / "build" / "bench-640x360-25fps.mp4")
     counts = counts or ((4, 8, 16) if quick else (4, 8, 12, 16, 20, 24, 32))
@@ -228,7 +225,8 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None) -> dict[str,
     return {
         "workload": {"resolution": f"{WIDTH}x{HEIGHT}", "stream_fps": STREAM_FPS, "sample_fps": SAMPLE_FPS,
                      "window_stride_frames": STRIDE, "windows_per_s_per_model": SAMPLE_FPS / STRIDE,
-                     "models": {name: m["task"] for name, m in models.items()}, "engine": "onnxruntime CPU",
+                     "models": {name: m["task"] for name, m in models.items()},
+                     "engine": f"onnxruntime CPU, {'INT8' if int8 else 'FP32'} shared trunk",
                      "clip": "people.mp4 re-encoded H.264 640x360 25 fps, decoded at real rate, looped",
                      "max_batch": 32, "criteria": f"drop_rate < {MAX_DROP_RATE}, p99 < {MAX_P99_S} s"},
         "runs": results,

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         if index_flag:
             s.add_argument(index_flag, dest="index", type=int, default=0)
         s.add_argument("--duration", type=float, default=None)
+        s.add_argument("--metrics-port", type=int, default=None, help="default: metrics.port of the config")
         s.set_defaults(func=cmd_stage, stage=name)
 
     a = sub.add_parser("alerts", help="summarize an alerts JSON-lines file")
@@ -175,12 +176,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     stop = threading.Event()
     stage = build_stage(args.stage, getattr(args, "index", 0), config, registry, stop)
-    start_http_server(config.metrics.port, addr=config.metrics.host, registry=registry)
-    print(f"metrics: http://{config.metrics.host}:{config.metrics.port}/metrics", flush=True)
+    port = args.metrics_port or config.metrics.port
+    start_http_server(port, addr=config.metrics.host, registry=registry)
+    print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: set_from_signal(stop))
     if args.duration:
-        threading.Timer(args.duration, stop.set).start()
+        timer = threading.Timer(args.duration, stop.set)
+        timer.daemon = True  # a pending timer must not keep a stopped stage alive
+        timer.start()
     stage.run()
     return 0
 
