@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pipeline.config import CameraConfig, CaptureConfig, Config
 from pipeline.errors import SourceError, VidwatchError
 from pipeline.modelpkg import load_package
-from pipeline.routing import worker_for
 from pipeline.sampling import RateSampler
 from pipeline.sources import Source, open_source
 from pipeline.transport import frames_push, worker_endpoint
@@ -217,6 +216,7 @@ class CaptureNode:
         self.ctx: zmq.Context = zmq.Context.instance()
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
         self.sockets = frames_push(self.ctx, endpoints)
+        self.routes = config.workers()
 
     def run(self) -> None:
         for reader in self.readers:
@@ -240,7 +240,7 @@ class CaptureNode:
         """Batch queued frames per (worker, frame size) and send; count what could not go."""
         batches: dict[tuple[int, tuple[int, ...]], list[tuple[str, SampledFrame]]] = {}
         for reader in self.readers:
-            worker = worker_for(reader.camera.id, len(self.sockets))
+            worker = self.routes[reader.camera.id]
             for frame in reader.drain():
                 batches.setdefault((worker, frame.rgb.shape), []).append((reader.camera.id, frame))
         sent = 0

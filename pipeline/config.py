@@ -40,6 +40,7 @@ class CameraConfig(_Frozen):
     realtime: bool = Field(True, description="read files at their own frame rate, like a live camera")
     playback_speed: float = Field(1.0, gt=0, le=100, description="files with realtime: play this many times faster")
     group: int = Field(0, ge=0, description="capture process this camera is read in")
+    worker: int | None = Field(None, ge=0, description="pin to this inference worker (default: balanced)")
     models: list[ModelRef] = Field(min_length=1)
 
     @field_validator("resize")
@@ -136,13 +137,20 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems = [*_unique_camera_ids(self), *_known_models(self), *_rule_targets(self)]
+        problems = [*_unique_camera_ids(self), *_known_models(self), *_rule_targets(self), *_pinned_workers(self)]
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     def camera(self, camera_id: str) -> CameraConfig:
         return next(c for c in self.cameras if c.id == camera_id)
+
+    def workers(self) -> dict[str, int]:
+        """The inference worker of every camera (``pipeline.routing``); the same in every process."""
+        from pipeline.routing import assign_workers
+
+        pinned = {c.id: c.worker for c in self.cameras if c.worker is not None}
+        return assign_workers([c.id for c in self.cameras], self.inference.workers, pinned)
 
     def groups(self) -> dict[int, list[CameraConfig]]:
         groups: dict[int, list[CameraConfig]] = {}
@@ -167,6 +175,12 @@ def _known_models(cfg: Config) -> list[str]:
     known = ", ".join(sorted(cfg.models)) or "(none)"
     return [f"cameras[{i}].models[{j}].model: {ref.model!r} is not defined under models: (defined: {known})"
             for i, cam in enumerate(cfg.cameras) for j, ref in enumerate(cam.models) if ref.model not in cfg.models]
+
+
+def _pinned_workers(cfg: Config) -> list[str]:
+    n = cfg.inference.workers
+    return [f"cameras[{i}].worker: must be < inference.workers ({n}), got {c.worker}"
+            for i, c in enumerate(cfg.cameras) if c.worker is not None and c.worker >= n]
 
 
 def _rule_targets(cfg: Config) -> list[str]:

@@ -21,7 +21,6 @@ from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
 from pipeline.errors import WireError
 from pipeline.modelpkg import load_package
-from pipeline.routing import worker_for
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
 from pipeline.transport import DEFAULTS, frames_pull, results_push, worker_endpoint
 from pipeline.wire import FrameBatch, decode_frames, encode_results
@@ -51,7 +50,8 @@ class InferenceWorker:
                  stop: threading.Event | None = None) -> None:
         self.config, self.index, self.stop = config, index, stop or threading.Event()
         self.metrics = InferenceMetrics(registry)
-        mine = [c for c in config.cameras if worker_for(c.id, config.inference.workers) == index]
+        assignment = config.workers()
+        mine = [c for c in config.cameras if assignment[c.id] == index]
         used = sorted({ref.model for c in mine for ref in c.models})
         packages = [load_package(config.models[name].path) for name in used]
         # Config names may differ from manifest names: map config name -> manifest name.

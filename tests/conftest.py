@@ -13,6 +13,17 @@ MODELS_DIR = ROOT / "build" / "models"
 PEOPLE_CLIP = ROOT / "deploy" / "samples" / "people.mp4"
 
 
+def scrape_metrics(port: int) -> str:
+    """The text of http://127.0.0.1:PORT/metrics, or "" while nothing answers there."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

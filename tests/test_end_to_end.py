@@ -7,13 +7,12 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import zmq
 
-from tests.conftest import PEOPLE_CLIP, ROOT, free_port
+from tests.conftest import PEOPLE_CLIP, ROOT, free_port, scrape_metrics
 
 REQUIRED_METRICS = (
     "vidwatch_frames_captured_total", "vidwatch_frames_dropped_total", "vidwatch_camera_up",
@@ -47,14 +46,6 @@ metrics: {{port: {metrics_port}}}
     return path
 
 
-def _scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
-
-
 def _value(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
                or line.startswith(name + " "))
@@ -70,7 +61,7 @@ def test_vidwatch_run_writes_alerts_and_serves_metrics(models_dir: Path, tmp_pat
         text, deadline = "", time.monotonic() + 60
         while time.monotonic() < deadline and _value(text, "vidwatch_end_to_end_latency_seconds_count") < 5:
             time.sleep(0.5)
-            text = _scrape(metrics_port)
+            text = scrape_metrics(metrics_port)
         assert _value(text, "vidwatch_end_to_end_latency_seconds_count") >= 5, text[-2000:]
         garbage = zmq.Context.instance().socket(zmq.PUSH)
         garbage.connect(f"tcp://127.0.0.1:{infer_port}")
@@ -79,7 +70,7 @@ def test_vidwatch_run_writes_alerts_and_serves_metrics(models_dir: Path, tmp_pat
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            text = _scrape(metrics_port)
+            text = scrape_metrics(metrics_port)
             if (_value(text, 'vidwatch_messages_rejected_total{reason="bad_message",stage="inference"}') >= 1
                     and _value(text, "vidwatch_end_to_end_latency_seconds_count") > before + 5):
                 break

@@ -7,28 +7,20 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pipeline.routing import worker_for
-from tests.conftest import PEOPLE_CLIP, ROOT, free_port
-
-
-def _metrics(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
+from pipeline.routing import assign_workers
+from tests.conftest import PEOPLE_CLIP, ROOT, free_port, scrape_metrics
 
 
 @pytest.mark.slow
 def test_stage_commands_with_two_routed_workers(models_dir: Path, tmp_path: Path) -> None:
     base = free_port()
     cameras = ["north", "south", "east", "west"]
-    assert {worker_for(c, 2) for c in cameras} == {0, 1}  # both workers get cameras
+    routes = assign_workers(cameras, 2)
+    assert sorted(routes.values()) == [0, 0, 1, 1]  # balanced
     camera_lines = "\n".join(
         f"  - {{id: {c}, source: {PEOPLE_CLIP}, fps: 5, loop: true, playback_speed: 4, "
         f"models: [{{model: a, calibrate_seconds: 3}}]}}" for c in cameras)
@@ -53,18 +45,18 @@ outputs: [{{type: jsonl, path: {tmp_path}/alerts.jsonl}}]
         deadline, scored = time.monotonic() + 40, {0: "", 1: ""}
         while time.monotonic() < deadline:
             time.sleep(1)
-            scored = {i: _metrics(ports[f"infer{i}"]) for i in (0, 1)}
-            if all(f'camera="{c}"' in scored[worker_for(c, 2)] and "vidwatch_windows_scored_total{" in
-                   scored[worker_for(c, 2)] for c in cameras):
+            scored = {i: scrape_metrics(ports[f"infer{i}"]) for i in (0, 1)}
+            if all(f'camera="{c}"' in scored[routes[c]] and "vidwatch_windows_scored_total{" in
+                   scored[routes[c]] for c in cameras):
                 break
-        sink_text = _metrics(ports["sink"])
+        sink_text = scrape_metrics(ports["sink"])
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(30)
     for camera in cameras:
-        mine, other = scored[worker_for(camera, 2)], scored[1 - worker_for(camera, 2)]
+        mine, other = scored[routes[camera]], scored[1 - routes[camera]]
         assert f'vidwatch_windows_scored_total{{camera="{camera}"' in mine
         assert f'camera="{camera}"' not in other  # routed to exactly one worker
     assert "vidwatch_end_to_end_latency_seconds_count" in sink_text

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.routing import worker_for
+from pipeline.routing import assign_workers
 from pipeline.sampling import RateSampler
 
 
@@ -17,9 +17,17 @@ def test_rate_sampler_restarts_when_time_goes_back() -> None:
 
 
 @pytest.mark.parametrize("workers", [2, 3, 4])
-def test_routing_is_stable_and_balanced(workers: int) -> None:
-    ids = [f"cam{i:02d}" for i in range(32)]
-    first = [worker_for(c, workers) for c in ids]
-    assert first == [worker_for(c, workers) for c in ids]
-    counts = [first.count(w) for w in range(workers)]
-    assert min(counts) >= 32 / workers / 2, counts  # no worker gets less than half its share
+@pytest.mark.parametrize("count", [4, 16, 33])
+def test_routing_is_stable_and_balanced(workers: int, count: int) -> None:
+    ids = [f"cam{i:02d}" for i in range(count)]
+    first = assign_workers(ids, workers)
+    assert first == assign_workers(list(reversed(ids)), workers)  # order of the config does not matter
+    counts = [list(first.values()).count(w) for w in range(workers)]
+    assert max(counts) - min(counts) <= 1, counts
+
+
+def test_pinned_cameras_stay_and_the_rest_fill_up() -> None:
+    ids = ["a", "b", "c", "d", "e", "f"]
+    assignment = assign_workers(ids, 2, pinned={"a": 1, "b": 1})
+    assert assignment["a"] == assignment["b"] == 1
+    assert sorted(assignment.values()).count(0) == 3  # the unpinned four balance the load

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fight" / "train"
 PER_CLASS = 3
 
 
 @pytest.fixture(scope="session")
-def fight_data() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} is absent (the shared real-video data)")
-    return DATA
+def fight_data(shared_data: Path) -> Path:
+    """The shared fight clips (the session skips where ../shared/data is absent)."""
+    return shared_data / "fight" / "train"
 
 
 @pytest.fixture(scope="session")
