@@ -35,6 +35,8 @@ demo: $(MODELS)/.built
 	$(VIDWATCH) run deploy/examples/demo.yaml --duration $(DEMO_SECONDS)
 	@echo
 	$(VIDWATCH) alerts var/demo/alerts.jsonl
+	@echo "snapshots: var/demo/snapshots/  metrics were served at http://127.0.0.1:9108/metrics while it ran"
+	@echo "keep it running: $(VIDWATCH) run deploy/examples/demo.yaml   (Ctrl-C stops)"
 
 test: $(MODELS)/.built sysdeps
 	$(PY) -m pytest -q -rs tests

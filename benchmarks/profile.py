@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models.anomaly.fit import AnomalyConfig, fit_package
-from models.build import _INT8, ROOT, trunk_path
+from models.build import ROOT, trunk_path
 
 OUT = ROOT / "build" / "bench-models"
 PED2 = ROOT.parent / "shared" / "data" / "ucsd_ped2"
@@ -30,15 +30,13 @@ def build(int8: bool = True) -> dict[str, Path]:
     """``fight`` and ``anomaly-224`` packages on one (INT8) trunk; skips what exists."""
     from models.action.cli import build_shipped
 
-    _INT8["enabled"] = int8
     out = OUT if int8 else OUT.with_name("bench-models-fp32")
-    trunk = trunk_path(out)
+    trunk = trunk_path(out, int8=int8)
     packages = {"fight": out / "fight", "anomaly-224": out / "anomaly-224"}
     if not (packages["fight"] / "manifest.json").exists():
         build_shipped(out, trunk)
     if not (packages["anomaly-224"] / "manifest.json").exists():
         fit_package(PED2 / "train", packages["anomaly-224"], seed=0, trunk=trunk, name="anomaly-224", config=ANOMALY)
-    _INT8["enabled"] = False
     return packages
 
 

@@ -23,15 +23,12 @@ CALIBRATION_CLIPS = sorted((ROOT / "deploy" / "samples").glob("*.mp4"))  # INT8 
 SCENE_NORMAL_SECONDS = 5.5  # the empty room at the start of the shipped clip (someone enters at 6 s)
 
 
-_INT8 = {"enabled": False}  # set by build_all: every trunk of one build is FP32, or every one INT8
-
-
-def trunk_path(out: Path, height: int = INPUT_SIZE[0], width: int = INPUT_SIZE[1]) -> Path:
-    """The trunk graph for this input size, exported (and quantized, in an INT8 build) once."""
+def trunk_path(out: Path, height: int = INPUT_SIZE[0], width: int = INPUT_SIZE[1], int8: bool = False) -> Path:
+    """The trunk graph for this input size, exported (and quantized, with ``int8``) once."""
     path = out / "_trunk" / f"trunk-{height}x{width}.onnx"
     if not path.exists():
         build_trunk(path, height, width)
-    if not _INT8["enabled"]:
+    if not int8:
         return path
     int8 = path.with_suffix(".int8.onnx")
     if not int8.exists():
@@ -42,19 +39,18 @@ def trunk_path(out: Path, height: int = INPUT_SIZE[0], width: int = INPUT_SIZE[1
 def build_all(out: Path, int8: bool = False) -> list[Path]:
     """Every shipped package into ``out``; with ``int8`` their shared trunks are INT8."""
     out.mkdir(parents=True, exist_ok=True)
-    _INT8["enabled"] = int8
-    trunk = trunk_path(out)
+    trunk = trunk_path(out, int8=int8)
     built = [calibrated_anomaly.build(out, trunk, *INPUT_SIZE)]
     action = _module("models.action.cli")
     if action is not None:
         built.append(action.build_shipped(out, trunk))
     if _module("models.anomaly.cli") is not None:
-        built.append(build_scene_anomaly(out))
-        built.extend(_ped2_anomaly(out))
+        built.append(build_scene_anomaly(out, int8))
+        built.extend(_ped2_anomaly(out, int8))
     return built
 
 
-def build_scene_anomaly(out: Path) -> Path:
+def build_scene_anomaly(out: Path, int8: bool = False) -> Path:
     """``scene-anomaly``: the motion + appearance model fitted on the shipped clip's empty room,
     so the demo needs no data set; cameras usually recalibrate it live on their own scene."""
     from models.anomaly.fit import AnomalyConfig, fit_package
@@ -64,18 +60,18 @@ def build_scene_anomaly(out: Path) -> Path:
         normal = Path(tmp) / "normal"
         normal.mkdir()
         _cut(SCENE_CLIP, normal / "empty-room.mp4", SCENE_NORMAL_SECONDS)
-        return fit_package(normal, out / "scene-anomaly", seed=0, trunk=trunk_path(out, config.height, config.width),
-                           name="scene-anomaly", config=config)
+        trunk = trunk_path(out, config.height, config.width, int8)
+        return fit_package(normal, out / "scene-anomaly", seed=0, trunk=trunk, name="scene-anomaly", config=config)
 
 
-def _ped2_anomaly(out: Path) -> list[Path]:
+def _ped2_anomaly(out: Path, int8: bool) -> list[Path]:
     """``ped2-anomaly`` is fitted on UCSD Ped2 from ../shared/data; skipped where that is absent."""
     from models.anomaly import cli
     from models.anomaly.fit import AnomalyConfig
 
     config = AnomalyConfig()
     try:
-        return [cli.build_shipped(out, trunk_path(out, config.height, config.width))]
+        return [cli.build_shipped(out, trunk_path(out, config.height, config.width, int8))]
     except VidwatchError as exc:
         logger.warning("skipping ped2-anomaly: %s", exc)
         return []
