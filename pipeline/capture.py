@@ -63,18 +63,28 @@ class SampledFrame:
 
 @dataclass
 class CameraStats:
+    """Counters for the status line: frames decoded (fps in) and sampled (fps out) per second."""
+
     captured: int = 0
+    sampled: int = 0
     dropped: int = 0
     fps_in: float = 0.0
+    fps_out: float = 0.0
     window_start: float = field(default_factory=time.monotonic)
-    window_count: int = 0
+    window_in: int = 0
+    window_out: int = 0
 
-    def tick(self) -> None:
+    def tick(self, sampled: bool = False) -> None:
+        if sampled:  # a frame already counted as captured was also kept
+            self.sampled += 1
+            self.window_out += 1
+            return
         self.captured += 1
-        self.window_count += 1
+        self.window_in += 1
         elapsed = time.monotonic() - self.window_start
         if elapsed >= 2.0:
-            self.fps_in, self.window_start, self.window_count = self.window_count / elapsed, time.monotonic(), 0
+            self.fps_in, self.fps_out = self.window_in / elapsed, self.window_out / elapsed
+            self.window_start, self.window_in, self.window_out = time.monotonic(), 0, 0
 
 
 class CameraReader(threading.Thread):
@@ -161,6 +171,7 @@ class CameraReader(threading.Thread):
                 self.stats.dropped += 1
             self.queue.append(SampledFrame(self._seq, t_capture, t_stream, rgb))
         self.metrics.sampled.labels(self.camera.id).inc()
+        self.stats.tick(sampled=True)
         self._seq += 1
 
     def drain(self) -> list[SampledFrame]:
@@ -250,7 +261,8 @@ class CaptureNode:
         return sent
 
     def _send(self, worker: int, items: list[tuple[str, SampledFrame]]) -> int:
-        stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in}
+        stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in,
+                               "fps_out": r.stats.fps_out}
                  for r in self.readers}
         started = time.perf_counter()
         parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],

@@ -209,6 +209,7 @@ class Sink:
             scores = " ".join(f"{m}={s:.2f}" for m, s in sorted(st.scores.items())) or "-"
             states = ",".join(f"{m}:{s}" for m, s in sorted(st.states.items()) if s != "scoring")
             lines.append(f"[status] camera={camera} fps_in={st.capture.get('fps_in', 0.0):.1f} "
+                         f"fps_out={st.capture.get('fps_out', 0.0):.1f} "
                          f"windows/s={rate:.1f} drops={int(st.capture.get('dropped', 0))} scores={scores}"
                          + (f" {states}" if states else ""))
         return lines

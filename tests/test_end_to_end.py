@@ -94,5 +94,5 @@ def test_vidwatch_run_writes_alerts_and_serves_metrics(models_dir: Path, tmp_pat
     assert starts, out[-3000:]
     assert {a["id"] for a in alerts if a["state"] == "end"} == {a["id"] for a in starts}  # every alert ended
     assert all(Path(a["snapshot"]).exists() for a in starts)
-    assert "ALERT START camera=lobby" in out and "[status] camera=lobby" in out
+    assert "ALERT START camera=lobby" in out and "[status] camera=lobby fps_in=" in out and "fps_out=" in out
     assert "duration reached" in out
