@@ -66,7 +66,6 @@ class CameraStats:
     """Counters for the status line: frames decoded (fps in) and sampled (fps out) per second."""
 
     captured: int = 0
-    sampled: int = 0
     dropped: int = 0
     fps_in: float = 0.0
     fps_out: float = 0.0
@@ -74,11 +73,10 @@ class CameraStats:
     window_in: int = 0
     window_out: int = 0
 
-    def tick(self, sampled: bool = False) -> None:
-        if sampled:  # a frame already counted as captured was also kept
-            self.sampled += 1
-            self.window_out += 1
-            return
+    def tick_sampled(self) -> None:
+        self.window_out += 1
+
+    def tick_captured(self) -> None:
         self.captured += 1
         self.window_in += 1
         elapsed = time.monotonic() - self.window_start
@@ -147,7 +145,7 @@ class CameraReader(threading.Thread):
                 return
             self.metrics.up.labels(self.camera.id).set(1)
             self.metrics.captured.labels(self.camera.id).inc()
-            self.stats.tick()
+            self.stats.tick_captured()
             t_stream = self._stream_offset + source.timestamp()
             last_t = t_stream
             if pacer is not None:
@@ -171,7 +169,7 @@ class CameraReader(threading.Thread):
                 self.stats.dropped += 1
             self.queue.append(SampledFrame(self._seq, t_capture, t_stream, rgb))
         self.metrics.sampled.labels(self.camera.id).inc()
-        self.stats.tick(sampled=True)
+        self.stats.tick_sampled()
         self._seq += 1
 
     def drain(self) -> list[SampledFrame]:
@@ -218,6 +216,7 @@ class CaptureNode:
         self.metrics = CaptureMetrics(registry)
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop)
                         for c in cameras]
+        self.reader_of = {r.camera.id: r for r in self.readers}
         for camera in cameras:  # every series exists from the start, so rate() and alerts see zeros
             self.metrics.up.labels(camera.id).set(0)
             self.metrics.captured.labels(camera.id)
@@ -275,7 +274,6 @@ class CaptureNode:
         except zmq.Again:
             for camera, _ in items:
                 self.metrics.dropped.labels(camera, "inference_busy").inc()
-            for reader in self.readers:
-                reader.stats.dropped += sum(1 for c, _ in items if c == reader.camera.id)
+                self.reader_of[camera].stats.dropped += 1
             return 0
         return len(items)

@@ -129,11 +129,10 @@ class InferenceWorker:
             metas = [FrameMeta(c, s, tc, ts) for b in group
                      for c, s, tc, ts in zip(b.cameras, b.seqs, b.t_capture, b.t_stream, strict=True)]
             started = time.perf_counter()
-            before = dict(self.runner.timings.seconds)
             results = self.runner.process(frames, metas)
             self.metrics.latency.observe(time.perf_counter() - started)
-            for step, total in self.runner.timings.seconds.items():
-                self.metrics.stage_seconds.labels(step).inc(total - before.get(step, 0.0))
+            for step, seconds in self.runner.timings.drain().items():
+                self.metrics.stage_seconds.labels(step).inc(seconds)
             self.metrics.batch_size.observe(len(metas))
             if results:
                 self._send(results)

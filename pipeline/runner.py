@@ -68,6 +68,11 @@ class StageTimings:
         self.seconds[name] = self.seconds.get(name, 0.0) + now - started
         return now
 
+    def drain(self) -> dict[str, float]:
+        """Seconds per step since the last drain (for counters that accumulate elsewhere)."""
+        seconds, self.seconds = self.seconds, {}
+        return seconds
+
 
 DueWindow = tuple[CameraPackageState, Window]
 

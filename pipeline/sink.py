@@ -65,8 +65,9 @@ class Sink:
         self.config, self.stop = config, stop or threading.Event()
         self.metrics = SinkMetrics(registry)
         self.rules = [Rule(r) for r in config.rules]
-        self.kinds = {name: load_package(pkg.path, verify=False).manifest.task for name, pkg in config.models.items()}
-        self.manifest_names = {load_package(pkg.path, verify=False).name: name for name, pkg in config.models.items()}
+        manifests = {name: load_package(pkg.path, verify=False).manifest for name, pkg in config.models.items()}
+        self.kinds = {name: m.task for name, m in manifests.items()}
+        self.manifest_names = {m.name: name for name, m in manifests.items()}
         self.outputs: list[tuple[str, Output]] = [(o.type, create_output(o)) for o in config.outputs]
         self.retry: deque[tuple[int, Alert]] = deque()  # (output index, alert) still to deliver
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
