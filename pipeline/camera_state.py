@@ -129,11 +129,23 @@ class CameraPackageState:
         return self.state[source.removeprefix("state.")]
 
     # -- frames --------------------------------------------------------------------------
+    def compute_features(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+        """Runtime features of this camera's next frame, keyed ``runtime.<name>``.
+
+        Features keep state (the previous frame): call once per frame, in frame order.
+        """
+        return {key: feature(frame) for key, feature in self.features.items()}
+
     def push(self, frame: np.ndarray, meta: FrameMeta, per_frame: dict[str, np.ndarray]) -> bool:
-        """Add one frame's sources; True when a window is due (ring full and stride reached)."""
+        """Add one frame's sources; True when a window is due (ring full and stride reached).
+
+        Runtime features missing from ``per_frame`` are computed here; the runner passes them in
+        (it computes them before the frame graphs that read them), so each is computed once.
+        """
         sources = dict(per_frame)
         for key, feature in self.features.items():
-            sources[key] = feature(frame)
+            if key not in sources:
+                sources[key] = feature(frame)
         if self.calibrating:
             self._collect(meta, sources)
             return False

@@ -140,15 +140,20 @@ def _models_module(name: str) -> Any:
 # -- commands -----------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.modelpkg import load_package
+    from pipeline.modelpkg import load_package, rate_mismatch
 
     config = load_config(args.config)
-    problems = []
+    problems, manifests = [], {}
     for name, pkg in config.models.items():
         try:
-            load_package(pkg.path)
+            manifests[name] = load_package(pkg.path).manifest
         except VidwatchError as exc:
             problems.append(f"models.{name}: {exc}")
+    for camera in config.cameras:
+        for ref in camera.models:
+            warning = ref.model in manifests and rate_mismatch(camera.id, camera.fps, ref.model, manifests[ref.model])
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         print("build the shipped packages with 'make models' (or 'vidwatch models build')", file=sys.stderr)

@@ -4,8 +4,10 @@ A package is run in two phases by the inference stage:
 
 * **frame graphs** (``over: "frame"``) run once per sampled frame, batched across cameras. The
   first usually reads ``frames`` (uint8 NHWC RGB at ``input.height x input.width``);
-  normalization happens inside the graph. Frame graphs of different packages whose file has
-  the same sha256 run once and feed every package (the shared backbone trunk).
+  normalization happens inside the graph. Frame graphs may also read runtime features, which
+  are computed per camera before the frame graphs run. Frame graphs of different packages whose
+  file has the same sha256 and that read only ``frames`` run once and feed every package (the
+  shared backbone trunk).
 * **window graphs** (``over: "window"``) run once per window of ``window.frames`` frames, every
   ``window.stride`` frames. An input that names a frame-level source receives the window's
   per-frame values stacked as ``[N, T, ...]``; nothing per frame is recomputed.
@@ -15,7 +17,8 @@ Input sources a graph may name:
 * ``frames``                 the uint8 frames ``[N, H, W, 3]``
 * ``<graph>.<output>``       an output of an earlier graph of the same package
 * ``runtime.<feature>``      a per-frame feature computed by the runtime (``pipeline.features``),
-                             declared under ``runtime_features``
+                             declared under ``runtime_features``; readable by frame graphs
+                             (``[N, ...]``), window graphs (``[N, T, ...]``) and calibration
 * ``state.<key>``            an array fitted for this camera (``state.npz`` shipped in the
                              package, or produced by live calibration), passed without batch dim
 
@@ -155,11 +158,31 @@ def _check_source(m: Manifest, graph: GraphSpec, name: str, source: str, produce
     where = f"graphs[{graph.name}].inputs.{name}"
     if source == "frames" or source.startswith("state.") or _is_runtime(m, source):
         return
+    if source.startswith("runtime."):
+        declared = ", ".join(sorted(m.runtime_features)) or "(none)"
+        raise ValueError(f"{where}: runtime feature {source.removeprefix('runtime.')!r} is not declared under "
+                         f"runtime_features (declared: {declared})")
     if source not in produced:
         raise ValueError(f"{where}: {source!r} is not 'frames', 'state.<key>', a declared runtime feature, "
                          f"or an output of an earlier graph")
     if graph.over == "frame" and produced[source] == "window":
         raise ValueError(f"{where}: a frame graph cannot read the window output {source!r}")
+
+
+RATE_TOLERANCE = 0.1  # relative: 9 fps for a 10 fps model is fine, 5 fps is not
+
+
+def rate_mismatch(camera: str, camera_fps: float, model: str, manifest: Manifest) -> str | None:
+    """A warning when ``camera`` samples at another rate than ``model`` was trained at (``window.fps``).
+
+    Motion read between consecutive samples (frame differences, optical flow) scales with the
+    gap between them, so scores at another rate are not the ones the model was measured on.
+    """
+    trained = manifest.window.fps
+    if trained is None or abs(camera_fps - trained) <= RATE_TOLERANCE * trained:
+        return None
+    return (f"camera {camera} samples at {camera_fps:g} fps but model {model} was trained at {trained:g} fps: "
+            f"its scores are not calibrated for this rate; set the camera's fps to {trained:g}")
 
 
 def sha256_file(path: Path) -> str:

@@ -114,7 +114,9 @@ class PackageRunner:
         results: list[WindowResult] = []
         for name, rows in rows_by_package.items():
             package = self.packages[name]
-            per_frame = self._run_frame_graphs(package, frames, rows, metas, shared)
+            # Features first: frame graphs may read them, and push() stores them as computed here.
+            features = self._compute_features(package, frames, rows, metas)
+            per_frame = self._run_frame_graphs(package, frames, rows, metas, shared, features)
             due = self._push_frames(package, frames, rows, metas, per_frame)
             results.extend(self._run_windows(package, due))
         return results
@@ -134,15 +136,30 @@ class PackageRunner:
         # Cameras resize once at capture to their first package's size; others pay a resize here.
         return np.stack([cv2.resize(f, (spec.width, spec.height), interpolation=cv2.INTER_AREA) for f in batch])
 
+    def _compute_features(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
+                          metas: Sequence[FrameMeta]) -> dict[str, np.ndarray]:
+        """The package's runtime features of ``rows``, stacked ``[len(rows), ...]`` per ``runtime.<name>``."""
+        if not package.manifest.runtime_features:
+            return {}
+        started = time.perf_counter()
+        # Row order is frame order per camera, and each camera's features keep their own state
+        # (the previous frame), so rows of several cameras interleave safely.
+        per_row = [self._cameras[metas[row].camera][package.name].compute_features(frames[row]) for row in rows]
+        stacked = {key: np.stack([values[key] for values in per_row]) for key in per_row[0]}
+        self.timings.add("features", started)
+        return stacked
+
     def _run_frame_graphs(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                          metas: Sequence[FrameMeta], shared: dict) -> dict[str, np.ndarray]:
-        """Outputs of the package's frame graphs for ``rows``, keyed ``graph.output``."""
-        values: dict[str, np.ndarray] = {}
+                          metas: Sequence[FrameMeta], shared: dict,
+                          features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``features`` plus the outputs of the package's frame graphs for ``rows``, keyed ``graph.output``."""
+        values: dict[str, np.ndarray] = dict(features)
         batch: np.ndarray | None = None
         for graph in package.manifest.frame_graphs():
             started = time.perf_counter()
-            if set(graph.inputs.values()) == {"frames"}:
-                batch = self._package_frames(package, frames, rows) if batch is None else batch
+            if batch is None and "frames" in graph.inputs.values():
+                batch = self._package_frames(package, frames, rows)
+            if batch is not None and set(graph.inputs.values()) == {"frames"}:
                 outputs = self._run_shared(graph, batch, rows, shared)
             else:
                 outputs = self._run_graph(graph, self._frame_inputs(package, graph, batch, rows, metas, values))
@@ -183,9 +200,7 @@ class PackageRunner:
                 # Frame graphs reading per-camera state are fed the first camera's state; packages
                 # keep per-camera state in window graphs, which run per camera.
                 inputs[name] = self._cameras[metas[rows[0]].camera][package.name].state_array(source)
-            elif source.startswith("runtime."):
-                raise ValueError("runtime features feed window graphs and calibration only")
-            else:
+            else:  # an earlier graph's output or a runtime feature, both already in ``values``
                 inputs[name] = values[source]
         return inputs
 
@@ -194,7 +209,8 @@ class PackageRunner:
 
     def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
                      metas: Sequence[FrameMeta], per_frame: dict[str, np.ndarray]) -> list[DueWindow]:
-        """Append each frame's sources to its camera's ring; return every window that fell due."""
+        """Append each frame's sources (runtime features included) to its camera's ring; return every
+        window that fell due."""
         due = []
         started = time.perf_counter()
         for i, row in enumerate(rows):

@@ -34,4 +34,5 @@ FRAME_FEATURES: Registry[FrameFeatureFactory] = Registry("runtime feature")
 def create_feature(spec: dict[str, Any]) -> FrameFeature:
     params = {k: v for k, v in spec.items() if k != "kind"}
     return FRAME_FEATURES.get(str(spec.get("kind")))(params)
+from pipeline.features import delta as _delta  # noqa: E402,F401
 from pipeline.features import flow as _flow  # noqa: E402,F401

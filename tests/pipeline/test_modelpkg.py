@@ -6,6 +6,7 @@ import pytest
 
 from pipeline.errors import ModelPackageError
 from pipeline.modelpkg import load_package
+from tests.pipeline.package_helpers import motion_package
 
 
 def test_demo_package_loads_and_verifies(demo_package_path: Path) -> None:
@@ -38,3 +39,23 @@ def test_missing_manifest_and_bad_references(demo_package_path: Path, tmp_path: 
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelPackageError, match="alert_label 'fire'"):
         load_package(copy)
+
+
+def test_frame_graph_reading_an_undeclared_runtime_feature_is_rejected(tmp_path: Path) -> None:
+    load_package(motion_package(tmp_path / "ok"))  # frame graphs may read declared runtime features
+    with pytest.raises(ModelPackageError, match=r"graphs\[motion\]\.inputs\.x: runtime feature 'flow' is not "
+                                                r"declared under runtime_features \(declared: delta\)"):
+        load_package(motion_package(tmp_path / "bad", reads="runtime.flow"))
+
+
+def test_rate_mismatch_names_camera_model_and_fix(demo_package_path: Path) -> None:
+    from pipeline.modelpkg import WindowSpec, rate_mismatch
+
+    m = load_package(demo_package_path).manifest
+    at_10 = m.model_copy(update={"window": WindowSpec(frames=8, stride=2, fps=10.0)})
+    assert rate_mismatch("yard", 10.0, "fight", at_10) is None
+    assert rate_mismatch("yard", 9.5, "fight", at_10) is None  # within tolerance
+    warning = rate_mismatch("yard", 5.0, "fight", at_10)
+    assert warning is not None and "yard" in warning and "fight" in warning and "set the camera's fps to 10" in warning
+    unknown = m.model_copy(update={"window": WindowSpec(frames=8, stride=2, fps=None)})
+    assert rate_mismatch("yard", 5.0, "fight", unknown) is None  # a package that states no rate

@@ -13,9 +13,12 @@ import pytest
 
 from pipeline.camera_state import StateStore
 from pipeline.engines import Engine
+from pipeline.features import FrameFeature
+from pipeline.features.delta import encode_clip
 from pipeline.modelpkg import ModelPackage, load_package
-from pipeline.runner import FrameMeta, PackageRunner, Subscription, score_frames
+from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult, score_frames
 from tests.conftest import PEOPLE_CLIP
+from tests.pipeline.package_helpers import motion_package
 
 
 class CountingEngine:
@@ -127,3 +130,86 @@ def test_too_few_frames_for_a_window(demo_package_path: Path, clip_frames: np.nd
     pkg = load_package(demo_package_path)
     with pytest.raises(ValueError, match="fewer than"):
         score_frames(pkg, list(clip_frames[:2]), state=state)
+
+
+class CountingFeature:
+    """Wraps one camera's feature computer: features must run once per frame."""
+
+    def __init__(self, inner: FrameFeature) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.inner(frame)
+
+
+def _two_cameras(clip_frames: np.ndarray, count: int) -> dict[str, np.ndarray]:
+    # Different footage per camera, so a feature state shared across cameras would show.
+    return {"c1": clip_frames[:count], "c2": clip_frames[-1:-2 * count - 1:-2]}
+
+
+def _process_interleaved(runner: PackageRunner, own: dict[str, np.ndarray], seqs: range) -> list[WindowResult]:
+    """One batch holding frames ``seqs`` of every camera, alternating cameras (stream time: 5 fps)."""
+    order = [(cam, seq) for seq in seqs for cam in own]
+    metas = [FrameMeta(cam, seq, 0.0, seq / 5.0) for cam, seq in order]
+    return runner.process(np.stack([own[cam][seq] for cam, seq in order]), metas)
+
+
+def _per_frame(results: list[WindowResult]) -> dict[tuple[str, int], float]:
+    values = {}
+    for r in results:
+        assert r.frame_scores is not None
+        for j, value in enumerate(r.frame_scores):
+            values[(r.camera, r.first.seq + j)] = float(value)
+    return values
+
+
+def test_frame_graph_reads_runtime_features_per_camera_in_frame_order(tmp_path: Path,
+                                                                      clip_frames: np.ndarray) -> None:
+    pkg = load_package(motion_package(tmp_path / "motion", gain=3.0))
+    runner = PackageRunner([pkg])
+    sha = pkg.manifest.graph("motion").sha256
+    engine = runner._engines[sha] = CountingEngine(runner._engines[sha])
+    own = _two_cameras(clip_frames, 12)
+    counters = {}
+    for cam in own:
+        runner.add_camera(cam, [Subscription(pkg.name, stride=1)])
+        state = runner.camera_states(cam)[pkg.name]
+        counters[cam] = state.features["runtime.delta"] = CountingFeature(state.features["runtime.delta"])
+    results = _process_interleaved(runner, own, range(6)) + _process_interleaved(runner, own, range(6, 12))
+    got = _per_frame(results)
+    for cam, frames in own.items():
+        expected = encode_clip(frames, 3.0).mean(axis=(1, 2, 3))
+        np.testing.assert_allclose([got[(cam, seq)] for seq in range(12)], expected, rtol=1e-5)
+        assert counters[cam].calls == 12  # once per frame, although frame graph and ring both use it
+    for r in results:
+        assert r.frame_scores is not None and r.scores[0] == pytest.approx(r.frame_scores.mean(), rel=1e-5)
+    assert (engine.calls, engine.rows) == (2, 24)  # one run per batch, across both cameras
+    assert runner.timings.seconds["features"] > 0
+
+
+def test_calibration_collects_the_runtime_features_frame_graphs_read(tmp_path: Path,
+                                                                     clip_frames: np.ndarray) -> None:
+    from pipeline.calibration import sliding_window_means
+
+    pkg = load_package(motion_package(tmp_path / "calibrated", calibrate=True))
+    runner = PackageRunner([pkg])
+    own = _two_cameras(clip_frames, 16)
+    for cam in own:
+        runner.add_camera(cam, [Subscription(pkg.name, stride=1)])
+    assert not _process_interleaved(runner, own, range(12))  # 2 s at 5 fps: fits on frames 0..10
+    states = {cam: runner.camera_states(cam)[pkg.name] for cam in own}
+    assert all(state.wait_fitted(30) for state in states.values())
+    results = _process_interleaved(runner, own, range(12, 16))
+    got = _per_frame(results)
+    for cam, frames in own.items():
+        deltas = encode_clip(frames, 3.0)
+        fitted = states[cam].state
+        assert fitted is not None
+        np.testing.assert_allclose(fitted["mean"], sliding_window_means(deltas[:11], 4).mean(axis=0), rtol=1e-6)
+        # Feature state ran on through calibration: frame 12 is compared with frame 11.
+        np.testing.assert_allclose([got[(cam, seq)] for seq in range(12, 16)],
+                                   deltas[12:16].mean(axis=(1, 2, 3)), rtol=1e-5)
+    for r in results:
+        scale = states[r.camera].state_array("state.scale")[0]
+        assert r.frame_scores is not None and r.scores[0] == pytest.approx(r.frame_scores.mean() * scale, rel=1e-5)
