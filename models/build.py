@@ -17,7 +17,7 @@ from pipeline.errors import VidwatchError
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUT_SIZE = (224, 224)  # (height, width) of the shared trunk the action and demo models read
+INPUT_SIZE = (224, 224)  # (height, width) of the shared trunk the demo models read
 SCENE_CLIP = ROOT / "deploy" / "samples" / "people.mp4"
 CALIBRATION_CLIPS = sorted((ROOT / "deploy" / "samples").glob("*.mp4"))  # INT8 calibration: shipped clips
 SCENE_NORMAL_SECONDS = 5.5  # the empty room at the start of the shipped clip (someone enters at 6 s)
@@ -43,7 +43,7 @@ def build_all(out: Path, int8: bool = False) -> list[Path]:
     built = [calibrated_anomaly.build(out, trunk, *INPUT_SIZE)]
     action = _module("models.action.cli")
     if action is not None:
-        built.append(action.build_shipped(out, trunk))
+        built.append(action.build_shipped(out, int8))
     if _module("models.anomaly.cli") is not None:
         built.append(build_scene_anomaly(out, int8))
         built.extend(_ped2_anomaly(out, int8))

@@ -1,4 +1,5 @@
-"""Action recognition (fight detection) by transfer learning on the shared EfficientNet-Lite0 trunk.
+"""Action recognition (fight detection) by transfer learning: EfficientNet-Lite0 (ImageNet) fine-tuned
+on difference images of consecutive frames, with a temporal head over per-frame features.
 
 Modules, one concept each:
 
@@ -7,16 +8,16 @@ Modules, one concept each:
 * :mod:`.video`     decoding a clip (mp4 or a folder of JPEGs) sampled by time at a fixed fps
 * :mod:`.data`      the dataset of class folders, seeded stratified splits, k folds
 * :mod:`.augment`   clip-consistent augmentation (crop, flip, colour jitter)
-* :mod:`.cache`     per-frame ``c4`` features of every clip (clean + augmented views), on disk
-* :mod:`.model`     neck (upper backbone blocks) + temporal heads
-* :mod:`.windows`   T-frame windows cut from cached per-frame arrays (train: random; eval: all)
-* :mod:`.train`     two-stage fine-tuning with early stopping, checkpoints and resume
+* :mod:`.cache`     decoded clips on disk, sampled and resized exactly as live capture sends them
+* :mod:`.model`     motion stream (backbone on difference images, per frame) + temporal heads
+* :mod:`.windows`   T-frame windows cut from per-frame arrays (train: random; eval: all)
+* :mod:`.train`     two-stage fine-tuning (frozen head, then top blocks) with early stopping, resume
 * :mod:`.run`       a training run folder (config, split, logs, plots, metrics, predictions CSV)
 * :mod:`.experiments` k-fold cross-validation of configurations (the comparison tables)
 * :mod:`.metrics`   accuracy / precision / recall / F1 / AUC and the plots
 * :mod:`.evaluate`  evaluating a model package through ``pipeline.runner`` (the live code path)
-* :mod:`.export`    checkpoint -> model package (trunk + neck + head), torch-vs-ORT parity
-* :mod:`.quantize`  optional INT8 static quantization of the neck, calibrated on real clips
+* :mod:`.export`    checkpoint -> model package (motion + head graphs), torch-vs-ORT parity
+* :mod:`.quantize`  optional INT8 static quantization of the motion graph, calibrated on real clips
 * :mod:`.shipped`   the committed ``fight`` weights and ``build_shipped``
 * :mod:`.demo`      the stitched demo clip and its score timeline
 * :mod:`.cli`       the functions ``vidwatch train/eval/export`` call

@@ -31,7 +31,7 @@ def train(data: Path, out: Path, epochs: int | None, frames: int | None, size: i
     """Train a fight detector on ``DATA/<label>/*.mp4`` into the run folder ``out``.
 
     ``epochs`` bounds stage 2 (fine-tuning; it stops early on validation loss), ``frames`` is the
-    window length T, ``size`` the square input size.
+    window length T, ``size`` the square size of the difference images the motion stream reads.
     """
     from models.action.config import ActionConfig
     from models.action.run import train_run
@@ -56,9 +56,8 @@ def _resolve(model: str) -> Path:
         target = SHIPPED[model]
         if not (target / "manifest.json").exists():
             from models.action.shipped import build_shipped
-            from models.build import trunk_path  # the trunk file every shipped package shares
 
-            build_shipped(target.parent, trunk_path(target.parent))
+            build_shipped(target.parent)
         return target
     return Path(model)
 
@@ -94,8 +93,8 @@ def export(checkpoint: Path, out: Path, int8: bool, calibration: Path | None) ->
     return 0
 
 
-def build_shipped(out_dir: Path, trunk_path: Path) -> Path:
+def build_shipped(out_dir: Path, int8: bool = False) -> Path:
     """Build the shipped ``fight`` package into ``out_dir/fight`` (committed weights, no training)."""
     from models.action.shipped import build_shipped as build
 
-    return build(out_dir, trunk_path)
+    return build(out_dir, int8)

@@ -66,7 +66,8 @@ def _write(out: Path, clips: list[Clip], probs: np.ndarray, metrics: dict[str, A
 
 
 def throughput(package: ModelPackage, clips: list[np.ndarray], threads: int = 1, repeat: int = 2) -> dict[str, float]:
-    """Clips per second scored from scratch (every frame through trunk, neck and head) on ``threads``."""
+    """Clips per second scored from scratch (every frame through the runtime difference feature, the
+    motion graph and the head) on ``threads``."""
     import time
 
     runner = PackageRunner([package], engine_options={"intra_op_threads": threads})

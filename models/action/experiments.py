@@ -1,14 +1,16 @@
-"""k-fold cross-validation of action-model configurations on cached features (the comparison tables).
+"""k-fold cross-validation of action-model configurations (the comparison tables).
 
-    python -m models.action.experiments --data DIR --out results.json temporal=mean,attn,tconv unfreeze=0,2
+    python -m models.action.experiments --data DIR --out results.json temporal=mean,tconv unfreeze=0,12
 
 Each fold trains on the other folds (with a stratified validation part carved from them for early
-stopping) and is scored on its own clips, which no step of training has seen.
+stopping) and is scored on its own clips, which no step of training has seen. Stage-1 features
+depend only on the clips and the frozen ImageNet stream, so they are computed once for all folds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -18,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.action.cache import cache_features
+from models.action.cache import cached_frames
 from models.action.config import ActionConfig
 from models.action.data import list_clips, stratified_folds, stratified_split
 from models.action.metrics import classification_metrics, mean_std
 from models.action.model import build_model
-from models.action.train import Items, clip_probs, fit
+from models.action.train import Frames, Items, clip_probs, fit, view_features
 
 logger = logging.getLogger(__name__)
 
@@ -35,21 +37,49 @@ def fold_split(labels: np.ndarray, test: list[int], cfg: ActionConfig, fold: int
     return {"train": [rest[i] for i in inner["train"]], "val": [rest[i] for i in inner["val"]], "test": test}
 
 
-def cross_validate(cfg: ActionConfig, c4: Items, labels: np.ndarray, k: int = 5,
-                   prefix_cache: dict[int, Items] | None = None) -> dict[str, Any]:
-    """Per-fold test metrics and their mean ± std for ``cfg``."""
+def best_epochs(history: list[dict[str, float]]) -> dict[int, int]:
+    """Epochs each stage needed to reach its lowest validation loss (what a run on all clips uses)."""
+    out = {}
+    for stage in sorted({int(h["stage"]) for h in history}):
+        rows = [h for h in history if h["stage"] == stage and "val_loss" in h]
+        if rows:
+            out[stage] = int(min(rows, key=lambda h: h["val_loss"])["epoch"]) + 1
+    return out
+
+
+def cross_validate(cfg: ActionConfig, frames: Frames, names: list[str], labels: np.ndarray, k: int = 5,
+                   features: Items | None = None, only: list[int] | None = None) -> dict[str, Any]:
+    """Per-fold test metrics and their mean ± std for ``cfg`` (folds ``only``, default all)."""
     folds = stratified_folds(labels.tolist(), k, cfg.seed)
-    prefix_cache = {} if prefix_cache is None else prefix_cache
+    features = features if features is not None else view_features(build_model(cfg), frames, names, cfg)
     rows, start = [], time.time()
     for f, test in enumerate(folds):
+        if only is not None and f not in only:
+            continue
         split = fold_split(labels, test, cfg, f)
         model = build_model(cfg)
-        fit(model, c4, labels, {"train": split["train"], "val": split["val"]}, cfg, prefix_cache=prefix_cache)
-        units = cfg.unfreeze if cfg.epochs else 0
-        probs = clip_probs(model, [prefix_cache[units][i] for i in test], units, cfg)
-        rows.append(classification_metrics(probs, labels[test], cfg.labels, cfg.alert_index))
-        logger.info("fold %d: acc %.3f auc %.3f", f, rows[-1]["accuracy"], rows[-1]["auc"])
+        progress = fit(model, frames, names, labels, {"train": split["train"], "val": split["val"]}, cfg,
+                       features=features)
+        probs = clip_probs(model, [frames[i] for i in test], cfg)
+        row = classification_metrics(probs, labels[test], cfg.labels, cfg.alert_index)
+        row["fold"], row["best_epochs"] = f, best_epochs(progress.history)
+        rows.append(row)
+        logger.info("fold %d: acc %.3f auc %.3f", f, row["accuracy"], row["auc"])
     return {"folds": rows, "summary": mean_std(rows), "seconds": time.time() - start}
+
+
+def _stage1_features(folder: Path, key: tuple[Any, ...], frames: Frames, names: list[str],
+                     cfg: ActionConfig) -> Items:
+    """Stage-1 features of every clip, kept beside the results so a rerun skips the minutes they take."""
+    digest = hashlib.sha1(repr((key, names)).encode()).hexdigest()[:16]
+    path = folder / f"stage1-{digest}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return [data[f"c{i}"] for i in range(len(names))]
+    items = view_features(build_model(cfg), frames, names, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"c{i}": item for i, item in enumerate(items)})
+    return items
 
 
 def _grid(specs: list[str]) -> list[dict[str, Any]]:
@@ -74,25 +104,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only", default=None, help="comma-separated fold indices to run (default: all)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     parser.add_argument("grid", nargs="*", help="key=v1,v2 ActionConfig fields to compare")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     base = ActionConfig()
     clips = list_clips(args.data, base.labels)
-    labels = np.array([c.label for c in clips])
-    c4 = cache_features(clips, base)
+    labels, names = np.array([c.label for c in clips]), [c.name for c in clips]
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    caches: dict[str, dict[int, Items]] = {}
+    features: dict[tuple[Any, ...], Items] = {}
+    only = [int(f) for f in args.only.split(",")] if args.only else None
     for overrides in _grid(args.grid):
         cfg = base.model_copy(update=overrides)
+        ActionConfig.model_validate(cfg.model_dump())  # model_copy does not validate
+        frames = cached_frames(clips, cfg)
+        # stage-1 features are shared by configs that see the same difference images
+        key = (cfg.fps, cfg.input_size, cfg.size, cfg.gain, cfg.aug_views, cfg.seed)
+        if key not in features:
+            features[key] = _stage1_features(args.out.parent, key, frames, names, cfg)
         name = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
-        # frozen-neck outputs are shared by configs whose neck outputs the same thing
-        res = cross_validate(cfg, c4, labels, args.folds, caches.setdefault(f"spatial={cfg.motion == 'spatial'}", {}))
-        results[name] = {"overrides": overrides, **res}
+        res = cross_validate(cfg, frames, names, labels, args.folds, features[key], only)
+        results[name] = {"overrides": overrides, "config": cfg.model_dump(mode="json"), **res}
         s = res["summary"]
         print(f"{name}: acc {s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}  "
               f"auc {s['auc']['mean']:.3f} ± {s['auc']['std']:.3f}  ({res['seconds']:.0f} s)", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
     return 0
 

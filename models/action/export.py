@@ -1,5 +1,6 @@
-"""Checkpoint -> model package: the shared trunk, the fine-tuned neck (frame graph) and the
-temporal head (window graph), with torch-vs-ONNX-Runtime parity on real clips.
+"""Checkpoint -> model package: the motion stream (frame graph, reading the runtime's
+``frame_delta`` difference images) and the temporal head (window graph), with torch-vs-ONNX
+Runtime parity on real clips.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from torch import nn
 
 from models.action.config import ActionConfig
 from models.action.model import ActionModel, build_model
-from models.backbone import SPEC
+from models.action.train import clean_deltas
+from models.backbone import SPEC, freeze_same_padding
 from models.onnx_export import export_onnx, ort_session
 from models.packaging import GraphFile, write_package
-from models.trunk import TRUNK_OUTPUT, Trunk, build_trunk
+from pipeline.features.delta import KIND as DELTA_KIND
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_VERSION = "1.0.0"
-NECK_OUTPUT = "feat"
+PACKAGE_VERSION = "2.0.0"
+DELTA = "delta"
+FEAT = "feat"
 SCORES = "scores"
 
 
@@ -50,74 +53,69 @@ def load_checkpoint(path: Path) -> tuple[ActionConfig, ActionModel]:
 
 
 def export_graphs(model: ActionModel, cfg: ActionConfig, folder: Path) -> dict[str, Path]:
-    """``neck.onnx`` and ``head.onnx`` in ``folder``, dynamic batch, fixed window length T."""
-    side = -(-cfg.size // SPEC.c4_stride)
-    c4 = torch.zeros(2, SPEC.c4_channels, side, side)
-    neck = export_onnx(model.neck, (c4,), folder / "neck.onnx",
-                       [TRUNK_OUTPUT], [NECK_OUTPUT], {TRUNK_OUTPUT: {0: "n"}, NECK_OUTPUT: {0: "n"}})
+    """``motion.onnx`` and ``head.onnx`` in ``folder``, dynamic batch, fixed window length T."""
+    delta = torch.full((2, cfg.size, cfg.size, 3), 127, dtype=torch.uint8)
+    stream = freeze_same_padding(model.stream.eval(), delta)  # constant pads: smaller graph, fusable
+    motion = export_onnx(stream, (delta,), folder / "motion.onnx", [DELTA], [FEAT], {DELTA: {0: "n"}, FEAT: {0: "n"}})
     with torch.no_grad():
-        feat_shape = model.neck.eval()(c4).shape[1:]
-    head = export_onnx(HeadGraph(model), (torch.zeros(2, cfg.frames, *feat_shape),), folder / "head.onnx",
-                       [NECK_OUTPUT], [SCORES], {NECK_OUTPUT: {0: "n"}, SCORES: {0: "n"}})
-    return {"neck": neck, "head": head}
+        feat_dim = stream(delta).shape[1]
+    head = export_onnx(HeadGraph(model), (torch.zeros(2, cfg.frames, feat_dim),), folder / "head.onnx",
+                       [FEAT], [SCORES], {FEAT: {0: "n"}, SCORES: {0: "n"}})
+    return {"motion": motion, "head": head}
 
 
 def package_fields(cfg: ActionConfig, name: str, threshold: float, metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name, "version": PACKAGE_VERSION, "task": "action",
-        "description": "Fight detection: EfficientNet-Lite0 trunk (ImageNet, shared), "
-                       f"{'fine-tuned' if cfg.unfreeze and cfg.epochs else 'ImageNet'} upper blocks "
-                       f"per frame, temporal head ({cfg.temporal}) over a window of frame features with "
-                       f"{cfg.motion} motion cues.",
-        "input": {"height": cfg.size, "width": cfg.size, "mean": list(SPEC.mean), "std": list(SPEC.std)},
+        "description": f"Action detection ({', '.join(cfg.labels)}) from motion: EfficientNet-Lite0 "
+                       f"(ImageNet init, top {cfg.unfreeze} units fine-tuned) on {cfg.size}x{cfg.size} "
+                       f"difference images of consecutive frames at {cfg.fps:g} fps, per frame; "
+                       f"temporal head ({cfg.temporal}) over windows of {cfg.frames} frames.",
+        "input": {"height": cfg.input_size, "width": cfg.input_size, "mean": list(SPEC.mean), "std": list(SPEC.std)},
+        "runtime_features": {DELTA: {"kind": DELTA_KIND, "height": cfg.size, "width": cfg.size, "gain": cfg.gain}},
         "window": {"frames": cfg.frames, "stride": cfg.stride, "fps": cfg.fps},
         "labels": list(cfg.labels), "alert_label": cfg.alert_label, "scores": f"head.{SCORES}",
         "threshold": threshold, "metrics": metrics,
-        "outputs_doc": {f"neck.{NECK_OUTPUT}": "per-frame 1280-d feature (7x7 map with spatial motion)",
+        "outputs_doc": {f"motion.{FEAT}": "per-frame 1280-d motion feature",
                         f"head.{SCORES}": f"softmax over {list(cfg.labels)} for the window"},
     }
 
 
-def export_package(model: ActionModel, cfg: ActionConfig, out: Path, trunk_path: Path | None = None,
-                   name: str = "fight", threshold: float = 0.5, metrics: dict[str, Any] | None = None) -> Path:
-    """Write the package folder ``out``; the trunk is copied from ``trunk_path`` or exported fresh."""
+def export_package(model: ActionModel, cfg: ActionConfig, out: Path, name: str = "fight", threshold: float = 0.5,
+                   metrics: dict[str, Any] | None = None) -> Path:
+    """Write the package folder ``out`` (replacing any earlier one)."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        graphs = export_graphs(model, cfg, folder)
-        trunk = trunk_path or build_trunk(folder / "trunk.onnx", cfg.size, cfg.size)
+        graphs = export_graphs(model, cfg, Path(tmp))
         if out.exists():
             shutil.rmtree(out)  # a stale graph from an earlier export must not linger
         return write_package(out, [
-            GraphFile("trunk", trunk, "frame", {"frames": "frames"}, [TRUNK_OUTPUT]),
-            GraphFile("neck", graphs["neck"], "frame", {TRUNK_OUTPUT: f"trunk.{TRUNK_OUTPUT}"}, [NECK_OUTPUT]),
-            GraphFile("head", graphs["head"], "window", {NECK_OUTPUT: f"neck.{NECK_OUTPUT}"}, [SCORES]),
+            GraphFile("motion", graphs["motion"], "frame", {DELTA: f"runtime.{DELTA}"}, [FEAT]),
+            GraphFile("head", graphs["head"], "window", {FEAT: f"motion.{FEAT}"}, [SCORES]),
         ], **package_fields(cfg, name, threshold, metrics or {}))
 
 
-def torch_window_scores(trunk: Trunk, model: ActionModel, frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
-    """Reference: uint8 frames ``[F, S, S, 3]`` -> ``[W, K]`` window probabilities at stride 1, in torch."""
+def _windows(feats: np.ndarray, frames: int) -> np.ndarray:
+    return np.stack([feats[s:s + frames] for s in range(len(feats) - frames + 1)])
+
+
+def torch_window_scores(model: ActionModel, frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
+    """Reference: uint8 frames ``[F, I, I, 3]`` -> ``[W, K]`` window probabilities at stride 1, in torch."""
     with torch.no_grad():
-        feats = model.neck(trunk(torch.from_numpy(frames)))
-        wins = torch.stack([feats[s:s + cfg.frames] for s in range(len(frames) - cfg.frames + 1)])
-        return torch.softmax(model.head(wins), dim=1).numpy()
+        feats = model.stream.eval()(torch.from_numpy(clean_deltas(frames, cfg))).numpy()
+        return torch.softmax(model.head.eval()(torch.from_numpy(_windows(feats, cfg.frames))), dim=1).numpy()
 
 
 def ort_window_scores(package: Path, frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
     """The same through the package's ONNX graphs with ONNX Runtime."""
-    c4 = ort_session(package / "trunk.onnx").run([TRUNK_OUTPUT], {"frames": frames})[0]
-    feats = ort_session(package / "neck.onnx").run([NECK_OUTPUT], {TRUNK_OUTPUT: c4})[0]
-    wins = np.stack([feats[s:s + cfg.frames] for s in range(len(frames) - cfg.frames + 1)])
-    return ort_session(package / "head.onnx").run([SCORES], {NECK_OUTPUT: wins})[0]
+    feats = ort_session(package / "motion.onnx").run([FEAT], {DELTA: clean_deltas(frames, cfg)})[0]
+    return ort_session(package / "head.onnx").run([SCORES], {FEAT: _windows(feats, cfg.frames)})[0]
 
 
 def parity_report(model: ActionModel, cfg: ActionConfig, package: Path, clips: list[np.ndarray]) -> dict[str, float]:
     """Max abs difference of window probabilities and top-1 agreement, torch vs the package."""
-    from models.backbone import load_pretrained
-
-    trunk = Trunk(load_pretrained()).eval()
     diffs, agree, total = [], 0, 0
     for frames in clips:
-        ref, got = torch_window_scores(trunk, model, frames, cfg), ort_window_scores(package, frames, cfg)
+        ref, got = torch_window_scores(model, frames, cfg), ort_window_scores(package, frames, cfg)
         diffs.append(float(np.abs(ref - got).max()))
         agree += int((ref.argmax(1) == got.argmax(1)).sum())
         total += len(ref)
@@ -150,7 +148,7 @@ def parity_clip_paths(run_dir: Path, calibration: Path | None, cfg: ActionConfig
 def read_window_clip(path: Path, cfg: ActionConfig) -> np.ndarray:
     from models.action.video import loop_pad, read_clip
 
-    return loop_pad(read_clip(path, cfg.fps, (cfg.size, cfg.size)), cfg.frames)
+    return loop_pad(read_clip(path, cfg.fps, (cfg.input_size, cfg.input_size)), cfg.frames)
 
 
 def export_checkpoint(checkpoint: Path, out: Path, int8: bool = False, calibration: Path | None = None

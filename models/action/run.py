@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.action.cache import DEFAULT_CACHE, cache_features
+from models.action.cache import DEFAULT_CACHE, cached_frames
 from models.action.config import ActionConfig
 from models.action.data import Clip, class_balance, list_clips, read_split, stratified_split, write_split
 from models.action.metrics import classification_metrics, plot_confusion, plot_curves
 from models.action.model import ActionModel, build_model
-from models.action.train import Progress, checkpoint_state, clip_probs, fit, prefix_items, save
+from models.action.train import Frames, Progress, checkpoint_state, clip_probs, fit, save
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,12 @@ def train_run(data: Path, out: Path, cfg: ActionConfig, resume: Path | None = No
         split = _split(out, clips, cfg, ckpt is not None)
         labels = np.array([c.label for c in clips])
         model = build_model(cfg)
-        prefixes: dict[int, list[np.ndarray]] = {}
-        c4 = cache_features(clips, cfg, cache_dir)
-        progress = fit(model, c4, labels, {"train": split["train"], "val": split["val"]}, cfg,
-                       checkpoint=lambda p, m, o, r: save(out / "last.pt", checkpoint_state(p, m, o, r, cfg)),
-                       resume=ckpt, prefix_cache=prefixes)
+        frames = cached_frames(clips, cfg, cache_dir)
+        progress = fit(model, frames, [c.name for c in clips], labels, {"train": split["train"], "val": split["val"]},
+                       cfg, checkpoint=lambda p, m, o, r: save(out / "last.pt", checkpoint_state(p, m, o, r, cfg)),
+                       resume=ckpt)
         save(out / "best.pt", {"config": cfg.model_dump(mode="json"), "model": model.state_dict()})
-        metrics = _report(out, model, cfg, clips, labels, split, progress, prefixes, c4)
+        metrics = _report(out, model, cfg, clips, labels, split, progress, frames)
         metrics["train_seconds"] = time.time() - start
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         logger.info("run finished in %.0f s: %s", metrics["train_seconds"], out)
@@ -76,16 +75,13 @@ def train_run(data: Path, out: Path, cfg: ActionConfig, resume: Path | None = No
 
 
 def _report(out: Path, model: ActionModel, cfg: ActionConfig, clips: list[Clip], labels: np.ndarray,
-            split: dict[str, list[int]], progress: Progress, prefixes: dict[int, list[np.ndarray]],
-            c4: list[np.ndarray]) -> dict[str, Any]:
+            split: dict[str, list[int]], progress: Progress, frames: Frames) -> dict[str, Any]:
     (out / "history.json").write_text(json.dumps(progress.history, indent=1))
     plot_curves(progress.history, out / "curves.png")
     test = split["test"]
     if not test:
         return {"n_train": len(split["train"]), "note": "no test split (trained on every clip)"}
-    units = progress.stage == 2 and cfg.unfreeze or 0
-    items = prefixes.get(units) or prefix_items(model, c4, units)
-    probs = clip_probs(model, [items[i] for i in test], units, cfg)
+    probs = clip_probs(model, [frames[i] for i in test], cfg)
     metrics = classification_metrics(probs, labels[test], cfg.labels, cfg.alert_index)
     plot_confusion(metrics["confusion"], cfg.labels, out / "confusion.png")
     write_predictions(out / "predictions.csv", [clips[i] for i in test], probs, cfg.labels)

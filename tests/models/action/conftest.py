@@ -32,8 +32,8 @@ def tiny_cfg():  # type: ignore[no-untyped-def]
     from models.action.config import ActionConfig
 
     # small input and few epochs: the test exercises the code path, not the accuracy
-    return ActionConfig(size=96, aug_views=1, frames=4, stage1_epochs=15, epochs=2, unfreeze=2, batch=4,
-                        lr_head=3e-3, val_fraction=0.34, test_fraction=0.0, patience=50)
+    return ActionConfig(input_size=96, size=64, aug_views=1, frames=4, stage1_epochs=15, epochs=2, unfreeze=2,
+                        batch=4, lr_head=3e-3, val_fraction=0.34, test_fraction=0.0, patience=50)
 
 
 @pytest.fixture(scope="session")

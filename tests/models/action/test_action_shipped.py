@@ -8,7 +8,6 @@ import pytest
 
 from models.action.cli import build_shipped, evaluate
 from models.action.shipped import WEIGHTS, load_weights
-from models.trunk import build_trunk
 from pipeline.errors import ModelPackageError
 from pipeline.modelpkg import load_package
 from pipeline.runner import score_frames
@@ -18,10 +17,7 @@ from pipeline.runner import score_frames
 def shipped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not WEIGHTS.exists():
         pytest.skip(f"{WEIGHTS} not present")
-    cfg, _, _ = load_weights()
-    out = tmp_path_factory.mktemp("models")
-    trunk = build_trunk(out / "trunk.onnx", cfg.size, cfg.size)
-    return build_shipped(out, trunk)
+    return build_shipped(tmp_path_factory.mktemp("models"))
 
 
 def test_shipped_weights_are_small() -> None:
@@ -32,7 +28,7 @@ def test_shipped_weights_are_small() -> None:
 
 def test_build_shipped_makes_a_valid_package(shipped: Path) -> None:
     m = load_package(shipped).manifest
-    assert m.name == "fight" and m.alert_label == "fight" and m.window.fps == 5.0
+    assert m.name == "fight" and m.alert_label == "fight" and m.window.fps == 10.0
     assert "cv5" in m.metrics
 
 
@@ -46,12 +42,25 @@ def test_shipped_scores_a_real_clip(shipped: Path, fight_data: Path) -> None:
     np.testing.assert_allclose(scores.window_scores.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_trunk_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+def test_missing_weights_say_how_to_get_them(tmp_path: Path) -> None:
+    with pytest.raises(ModelPackageError, match="restore models/weights/"):
+        load_weights(tmp_path / "fight.npz")
+
+
+def test_shipped_weights_rebuild_the_saved_model(tmp_path: Path) -> None:
+    """save_weights -> load_weights round-trips: float16 differences lose nothing measurable."""
+    import torch
+
+    from models.action.shipped import save_weights
+
     if not WEIGHTS.exists():
         pytest.skip(f"{WEIGHTS} not present")
-    trunk = build_trunk(tmp_path / "trunk.onnx", 96, 96)
-    with pytest.raises(ModelPackageError, match="build_trunk"):
-        build_shipped(tmp_path, trunk)
+    cfg, model, meta = load_weights()
+    again_cfg, again, _ = load_weights(save_weights(model, cfg, meta, tmp_path / "copy.npz"))
+    x = torch.randint(0, 256, (2, cfg.frames, cfg.size, cfg.size, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-3)
+    assert again_cfg == cfg
 
 
 def test_eval_cli_prints_metrics_json_last(shipped: Path, tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,7 +29,7 @@ def test_checkpoint_reloads_bit_exact(tiny_run: Path) -> None:
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[key]), key
     _, again = load_checkpoint(tiny_run / "best.pt")
-    x = torch.randn(2, 4, 112, 6, 6)
+    x = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)  # two windows of difference images
     assert torch.equal(model(x), again(x))
 
 
@@ -48,3 +48,14 @@ def test_resume_continues_to_the_same_weights(tiny_data: Path, tiny_cfg, tiny_ru
     train_run(tiny_data, out, tiny_cfg, resume=tmp_path / "partial.pt", cache_dir=tmp_path / "cache")
     history = json.loads((out / "history.json").read_text())
     assert len(history) == len(json.loads((tiny_run / "history.json").read_text()))
+
+
+def test_stage_two_changes_only_the_unfrozen_blocks(tiny_run: Path, tiny_cfg) -> None:  # type: ignore[no-untyped-def]
+    """unfreeze=2 fine-tunes conv_head (+ its BN) and block 15; every lower tensor stays ImageNet."""
+    from models.action.model import build_model
+
+    _, model = load_checkpoint(tiny_run / "best.pt")
+    base = build_model(tiny_cfg).stream.state_dict()
+    changed = {k.split(".")[1] + ("." + k.split(".")[2] if k.startswith("backbone._blocks") else "")
+               for k, v in model.stream.state_dict().items() if not torch.equal(v, base[k])}
+    assert changed and changed <= {"_conv_head", "_bn1", "_blocks.15"}, changed
