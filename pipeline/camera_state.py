@@ -136,16 +136,9 @@ class CameraPackageState:
         """
         return {key: feature(frame) for key, feature in self.features.items()}
 
-    def push(self, frame: np.ndarray, meta: FrameMeta, per_frame: dict[str, np.ndarray]) -> bool:
-        """Add one frame's sources; True when a window is due (ring full and stride reached).
-
-        Runtime features missing from ``per_frame`` are computed here; the runner passes them in
-        (it computes them before the frame graphs that read them), so each is computed once.
-        """
-        sources = dict(per_frame)
-        for key, feature in self.features.items():
-            if key not in sources:
-                sources[key] = feature(frame)
+    def push(self, frame: np.ndarray, meta: FrameMeta, sources: dict[str, np.ndarray]) -> bool:
+        """Add one frame's sources (frame-graph outputs and the runtime features from
+        :meth:`compute_features`); True when a window is due (ring full and stride reached)."""
         if self.calibrating:
             self._collect(meta, sources)
             return False

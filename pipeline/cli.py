@@ -140,7 +140,7 @@ def _models_module(name: str) -> Any:
 # -- commands -----------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.modelpkg import load_package, rate_mismatch
+    from pipeline.modelpkg import load_package, rate_warnings
 
     config = load_config(args.config)
     problems, manifests = [], {}
@@ -149,11 +149,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             manifests[name] = load_package(pkg.path).manifest
         except VidwatchError as exc:
             problems.append(f"models.{name}: {exc}")
-    for camera in config.cameras:
-        for ref in camera.models:
-            warning = ref.model in manifests and rate_mismatch(camera.id, camera.fps, ref.model, manifests[ref.model])
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
+    for warning in rate_warnings(config.cameras, manifests):
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         print("build the shipped packages with 'make models' (or 'vidwatch models build')", file=sys.stderr)

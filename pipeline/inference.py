@@ -20,7 +20,7 @@ from pipeline.camera_state import StateStore
 from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
 from pipeline.errors import WireError
-from pipeline.modelpkg import load_package, rate_mismatch
+from pipeline.modelpkg import load_package, rate_warnings
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
 from pipeline.transport import DEFAULTS, frames_pull, results_push, worker_endpoint
 from pipeline.wire import FrameBatch, decode_frames, encode_results
@@ -59,11 +59,9 @@ class InferenceWorker:
         engine = config.engine
         self.runner = PackageRunner(packages, engine.name, engine.model_dump(exclude={"name"}),
                                     StateStore(config.state_dir))
+        for warning in rate_warnings(mine, {name: pkg.manifest for name, pkg in zip(used, packages, strict=True)}):
+            logger.warning("inference: %s", warning)
         for camera in mine:
-            for ref in camera.models:
-                warning = rate_mismatch(camera.id, camera.fps, ref.model, packages[used.index(ref.model)].manifest)
-                if warning:
-                    logger.warning("inference: %s", warning)
             self.runner.add_camera(camera.id, [
                 Subscription(self.package_names[r.model], r.stride, r.calibrate_seconds) for r in camera.models])
         self.evidence_min = config.inference.evidence_min_score

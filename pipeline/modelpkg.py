@@ -31,13 +31,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ModelPackageError
+
+if TYPE_CHECKING:
+    from pipeline.config import CameraConfig
 
 MANIFEST = "manifest.json"
 STATE_FILE = "state.npz"
@@ -183,6 +187,18 @@ def rate_mismatch(camera: str, camera_fps: float, model: str, manifest: Manifest
         return None
     return (f"camera {camera} samples at {camera_fps:g} fps but model {model} was trained at {trained:g} fps: "
             f"its scores are not calibrated for this rate; set the camera's fps to {trained:g}")
+
+
+def rate_warnings(cameras: Iterable[CameraConfig], manifests: Mapping[str, Manifest]) -> list[str]:
+    """:func:`rate_mismatch` for every model of every camera whose manifest is in ``manifests``."""
+    warnings = []
+    for camera in cameras:
+        for ref in camera.models:
+            if ref.model in manifests:
+                warning = rate_mismatch(camera.id, camera.fps, ref.model, manifests[ref.model])
+                if warning:
+                    warnings.append(warning)
+    return warnings
 
 
 def sha256_file(path: Path) -> str:
