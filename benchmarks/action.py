@@ -3,9 +3,8 @@
 Each clip is a fresh camera: all its frames go through the runtime ``frame_delta`` feature
 (resize 224 -> 160 and the difference with the previous frame), the ``motion`` graph and, every
 ``stride`` frames once the first window is full, the ``head``; nothing is cached between clips.
-That is ``pipeline.runner.score_frames``, the live code path, called as
-``models.action.evaluate.throughput`` calls it (package stride, batches of 16 frames); this module
-keeps the ``PackageRunner`` to read its ``StageTimings`` as well.
+That is ``pipeline.runner.score_frames``, the live code path (package stride, batches of 16
+frames); this module keeps the ``PackageRunner`` to read its ``StageTimings`` as well.
 
 Clips are real: the first 2 s of the shared fight clips (both classes), else the shipped demo clip
 cut into 2 s pieces; decoded, sampled at the package's ``window.fps`` and resized to its input
@@ -44,7 +43,7 @@ DEMO_CLIP = ROOT / "deploy" / "samples" / "fight-demo.mp4"
 CLIP_SECONDS = 2.0
 BAR_CLIPS_PER_S = 4.0
 THREADS = 1
-BATCH = 16  # frames per runner call, as evaluate.throughput (score_frames' default)
+BATCH = 16  # frames per runner call (score_frames' default)
 
 
 def load_clips(package: ModelPackage, count: int) -> tuple[list[np.ndarray], str]:
@@ -149,7 +148,7 @@ def workload(package: ModelPackage, clips: list[np.ndarray], source: str, rounds
         "threads": f"one core: process pinned to CPU {core}, ORT intra_op_threads={THREADS}, inter_op 1, "
                    f"sequential; OpenCV 1 thread",
         "engine": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
-        "path": f"pipeline.runner.score_frames, batches of {BATCH} frames (as models.action.evaluate.throughput)",
+        "path": f"pipeline.runner.score_frames, batches of {BATCH} frames",
         "clips": len(clips), "rounds": rounds,
         "rates": "clips/s and frames/s of the median round, ms per frame (total and per runner stage) over all "
                  "rounds; FP32 and INT8 rounds interleaved",

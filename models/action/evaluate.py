@@ -63,20 +63,3 @@ def _write(out: Path, clips: list[Clip], probs: np.ndarray, metrics: dict[str, A
     write_predictions(out / "predictions.csv", clips, probs, labels)
     plot_confusion(metrics["confusion"], labels, out / "confusion.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-
-
-def throughput(package: ModelPackage, clips: list[np.ndarray], threads: int = 1, repeat: int = 2) -> dict[str, float]:
-    """Clips per second scored from scratch (every frame through the runtime difference feature, the
-    motion graph and the head) on ``threads``."""
-    import time
-
-    runner = PackageRunner([package], engine_options={"intra_op_threads": threads})
-    score_frames(package, list(clips[0]), runner=runner)  # warm-up: first runs allocate
-    start = time.perf_counter()
-    for _ in range(repeat):
-        for frames in clips:
-            score_frames(package, list(frames), stride=package.manifest.window.stride, runner=runner)
-    seconds = time.perf_counter() - start
-    n = repeat * len(clips)
-    return {"clips_per_s": n / seconds, "frames_per_s": repeat * sum(map(len, clips)) / seconds,
-            "threads": threads, "clips": n}

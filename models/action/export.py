@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from models.action.config import ActionConfig
 from models.action.model import ActionModel, build_model
 from models.action.train import clean_deltas
+from models.action.windows import all_windows
 from models.backbone import SPEC, freeze_same_padding
 from models.onnx_export import export_onnx, ort_session
 from models.packaging import GraphFile, write_package
@@ -94,32 +96,33 @@ def export_package(model: ActionModel, cfg: ActionConfig, out: Path, name: str =
         ], **package_fields(cfg, name, threshold, metrics or {}))
 
 
-def _windows(feats: np.ndarray, frames: int) -> np.ndarray:
-    return np.stack([feats[s:s + frames] for s in range(len(feats) - frames + 1)])
-
-
 def torch_window_scores(model: ActionModel, frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
     """Reference: uint8 frames ``[F, I, I, 3]`` -> ``[W, K]`` window probabilities at stride 1, in torch."""
     with torch.no_grad():
         feats = model.stream.eval()(torch.from_numpy(clean_deltas(frames, cfg))).numpy()
-        return torch.softmax(model.head.eval()(torch.from_numpy(_windows(feats, cfg.frames))), dim=1).numpy()
+        return torch.softmax(model.head.eval()(torch.from_numpy(all_windows(feats, cfg.frames))), dim=1).numpy()
 
 
-def ort_window_scores(package: Path, frames: np.ndarray, cfg: ActionConfig) -> np.ndarray:
-    """The same through the package's ONNX graphs with ONNX Runtime."""
-    feats = ort_session(package / "motion.onnx").run([FEAT], {DELTA: clean_deltas(frames, cfg)})[0]
-    return ort_session(package / "head.onnx").run([SCORES], {FEAT: _windows(feats, cfg.frames)})[0]
+def ort_window_scores(package: Path, frames: np.ndarray, cfg: ActionConfig, motion: str = "motion.onnx") -> np.ndarray:
+    """The same through the package's ONNX graphs with ONNX Runtime (``motion``: which motion graph file)."""
+    feats = ort_session(package / motion).run([FEAT], {DELTA: clean_deltas(frames, cfg)})[0]
+    return ort_session(package / "head.onnx").run([SCORES], {FEAT: all_windows(feats, cfg.frames)})[0]
+
+
+def agreement(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, int]:
+    """Max abs difference, top-1 agreement and window count over pairs of ``[W, K]`` window scores."""
+    diff, agree, total = 0.0, 0, 0
+    for a, b in pairs:
+        diff = max(diff, float(np.abs(a - b).max()))
+        agree, total = agree + int((a.argmax(1) == b.argmax(1)).sum()), total + len(a)
+    return diff, agree / total, total
 
 
 def parity_report(model: ActionModel, cfg: ActionConfig, package: Path, clips: list[np.ndarray]) -> dict[str, float]:
     """Max abs difference of window probabilities and top-1 agreement, torch vs the package."""
-    diffs, agree, total = [], 0, 0
-    for frames in clips:
-        ref, got = torch_window_scores(model, frames, cfg), ort_window_scores(package, frames, cfg)
-        diffs.append(float(np.abs(ref - got).max()))
-        agree += int((ref.argmax(1) == got.argmax(1)).sum())
-        total += len(ref)
-    return {"max_abs_diff": max(diffs), "top1_agreement": agree / total, "windows": total}
+    diff, agree, total = agreement((torch_window_scores(model, frames, cfg), ort_window_scores(package, frames, cfg))
+                                   for frames in clips)
+    return {"max_abs_diff": diff, "top1_agreement": agree, "windows": total}
 
 
 PARITY_CLIPS = 4

@@ -14,9 +14,9 @@ import numpy as np
 
 from models.action.config import ActionConfig
 from models.action.data import list_clips
-from models.action.export import DELTA, FEAT, SCORES, read_window_clip
+from models.action.export import DELTA, agreement, ort_window_scores, read_window_clip
 from models.action.train import clean_deltas
-from models.onnx_export import ort_session, quantize_static_int8
+from models.onnx_export import quantize_static_int8
 from models.packaging import GraphFile, write_package
 from pipeline.modelpkg import load_package
 
@@ -32,25 +32,16 @@ def calibration_clips(folder: Path, cfg: ActionConfig) -> list[np.ndarray]:
     return [read_window_clip(clips[i].path, cfg) for i in pick]
 
 
-def _window_probs(package: Path, graph: str, deltas: np.ndarray, cfg: ActionConfig) -> np.ndarray:
-    feats = ort_session(package / graph).run([FEAT], {DELTA: deltas})[0]
-    windows = np.stack([feats[s:s + cfg.frames] for s in range(len(feats) - cfg.frames + 1)])
-    return ort_session(package / "head.onnx").run([SCORES], {FEAT: windows})[0]
-
-
 def quantize_package(package: Path, clips: Path | list[np.ndarray], cfg: ActionConfig) -> dict[str, Any]:
     """Replace the package's motion graph by an INT8 one; returns its agreement with FP32 on ``clips``
     (a folder of labelled clips, or decoded clips ``[F, I, I, 3]``)."""
     frames = calibration_clips(clips, cfg) if isinstance(clips, Path) else clips
-    deltas = [clean_deltas(f, cfg) for f in frames]
-    int8 = quantize_static_int8(package / "motion.onnx", package / "motion.int8.onnx", DELTA, np.concatenate(deltas))
-    agree, total, diff = 0, 0, 0.0
-    for d in deltas:
-        fp, q = _window_probs(package, "motion.onnx", d, cfg), _window_probs(package, int8.name, d, cfg)
-        agree, total = agree + int((fp.argmax(1) == q.argmax(1)).sum()), total + len(fp)
-        diff = max(diff, float(np.abs(fp - q).max()))
+    samples = np.concatenate([clean_deltas(f, cfg) for f in frames])
+    int8 = quantize_static_int8(package / "motion.onnx", package / "motion.int8.onnx", DELTA, samples)
+    diff, agree, total = agreement((ort_window_scores(package, f, cfg), ort_window_scores(package, f, cfg, int8.name))
+                                   for f in frames)
     _repackage(package, int8)
-    report = {"windows": total, "top1_agreement_vs_fp32": agree / total, "max_abs_prob_diff": diff}
+    report = {"windows": total, "top1_agreement_vs_fp32": agree, "max_abs_prob_diff": diff}
     logger.info("INT8 motion graph: %s", report)
     return report
 

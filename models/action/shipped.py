@@ -106,16 +106,13 @@ def float16_cost(full: ActionModel, stored: ActionModel, data: Path, cfg: Action
                  ) -> dict[str, float]:
     """Window probabilities of the float32 model vs the one rebuilt from the float16 file, on real clips."""
     from models.action.data import list_clips
-    from models.action.export import read_window_clip, torch_window_scores
+    from models.action.export import agreement, read_window_clip, torch_window_scores
 
-    picked = list_clips(data, cfg.labels)[::max(1, len(list_clips(data, cfg.labels)) // clips)][:clips]
-    diffs, agree, total = [], 0, 0
-    for clip in picked:
-        frames = read_window_clip(clip.path, cfg)
-        a, b = torch_window_scores(full, frames, cfg), torch_window_scores(stored, frames, cfg)
-        diffs.append(float(np.abs(a - b).max()))
-        agree, total = agree + int((a.argmax(1) == b.argmax(1)).sum()), total + len(a)
-    return {"max_abs_prob_diff": max(diffs), "top1_agreement": agree / total, "windows": total}
+    every = list_clips(data, cfg.labels)
+    picked = [read_window_clip(c.path, cfg) for c in every[::max(1, len(every) // clips)][:clips]]
+    diff, agree, total = agreement((torch_window_scores(full, f, cfg), torch_window_scores(stored, f, cfg))
+                                   for f in picked)
+    return {"max_abs_prob_diff": diff, "top1_agreement": agree, "windows": total}
 
 
 def main(argv: list[str] | None = None) -> int:
