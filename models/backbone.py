@@ -31,7 +31,8 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats)
-_STAGES = (
+Stages = tuple[tuple[int, int, int, int, int, int], ...]
+_STAGES: Stages = (
     (1, 3, 1, 32, 16, 1),
     (6, 3, 2, 16, 24, 2),
     (6, 5, 2, 24, 40, 2),
@@ -131,16 +132,18 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0 with named intermediate outputs for the heads that read them."""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, stages: Stages = _STAGES) -> None:
+        """``stages``: another member of the Lite family (only the probes use one; see
+        ``models.action.probes``); block indices and ``c4`` are Lite0's."""
         super().__init__()
         self._conv_stem = SamePadConv2d(3, 32, 3, stride=2, bias=False)
         self._bn0 = _bn(32)
         blocks: list[nn.Module] = []
-        for expand, kernel, stride, cin, cout, repeats in _STAGES:
+        for expand, kernel, stride, cin, cout, repeats in stages:
             for i in range(repeats):
                 blocks.append(MBConvBlock(expand, kernel, stride if i == 0 else 1, cin if i == 0 else cout, cout))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SamePadConv2d(320, 1280, 1, bias=False)
+        self._conv_head = SamePadConv2d(stages[-1][4], 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self._fc = nn.Linear(1280, num_classes)
 
