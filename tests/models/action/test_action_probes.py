@@ -12,6 +12,7 @@ from models.action.data import Clip
 from models.action.probes import (
     LITE_STAGES,
     load_backbone,
+    motion_box,
     out_of_fold,
     parse_input,
     score,
@@ -73,3 +74,13 @@ def test_larger_lite_loads_strictly_or_says_which_package(name: str) -> None:
             load_backbone(name)
     else:
         assert len(load_backbone(name)._blocks) == sum(s[-1] for s in LITE_STAGES[name])
+
+
+def test_motion_box_finds_the_moving_corner() -> None:
+    frames = np.zeros((6, 120, 160, 3), np.uint8)
+    for t in range(6):  # a bright square walking along the bottom right
+        frames[t, 90:110, 110 + 4 * t:126 + 4 * t] = 255
+    top, left, side = motion_box(frames)
+    assert side == 60
+    assert top <= 90 and top + side >= 110 and left <= 110 and left + side >= 146
+    assert top + side <= 120 and left + side <= 160  # the box stays inside the frame
