@@ -68,6 +68,19 @@ def cross_validate(cfg: ActionConfig, frames: Frames, names: list[str], labels: 
     return {"folds": rows, "summary": mean_std(rows), "seconds": time.time() - start}
 
 
+def merge_folds(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """One result from runs of different folds (``--only``): new folds replace old ones of the same index.
+
+    The summary is recomputed over all folds held; the seconds add up.
+    """
+    if previous is None:
+        return new
+    rows = {r["fold"]: r for r in previous["folds"]}
+    rows.update({r["fold"]: r for r in new["folds"]})
+    merged = [rows[f] for f in sorted(rows)]
+    return {"folds": merged, "summary": mean_std(merged), "seconds": previous["seconds"] + new["seconds"]}
+
+
 def _stage1_features(folder: Path, key: tuple[Any, ...], frames: Frames, names: list[str],
                      cfg: ActionConfig) -> Items:
     """Stage-1 features of every clip, kept beside the results so a rerun skips the minutes they take."""
@@ -104,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--only", default=None, help="comma-separated fold indices to run (default: all)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated fold indices to run (default: all); added to the folds already in --out")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     parser.add_argument("grid", nargs="*", help="key=v1,v2 ActionConfig fields to compare")
     args = parser.parse_args(argv)
@@ -126,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             features[key] = _stage1_features(args.out.parent, key, frames, names, cfg)
         name = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
         res = cross_validate(cfg, frames, names, labels, args.folds, features[key], only)
+        if only is not None:  # runs of other folds of the same variant add up to one CV
+            res = merge_folds(results.get(name), res)
         results[name] = {"overrides": overrides, "config": cfg.model_dump(mode="json"), **res}
         s = res["summary"]
+        if len(res["folds"]) < args.folds:
+            print(f"{name}: {len(res['folds'])} of {args.folds} folds so far", flush=True)
         print(f"{name}: acc {s['accuracy']['mean']:.3f} ± {s['accuracy']['std']:.3f}  "
               f"auc {s['auc']['mean']:.3f} ± {s['auc']['std']:.3f}  ({res['seconds']:.0f} s)", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
