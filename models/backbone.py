@@ -156,10 +156,13 @@ class EfficientNetLite0(nn.Module):
             x = block(x)
         return x
 
+    def head_map(self, x: torch.Tensor) -> torch.Tensor:
+        """From the output of the last block to the 1280-channel map before pooling."""
+        return F.relu6(self._bn1(self._conv_head(x)))
+
     def head_features(self, x: torch.Tensor) -> torch.Tensor:
         """From the output of the last block to the pooled 1280-d vector."""
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        return x.mean(dim=(2, 3))
+        return self.head_map(x).mean(dim=(2, 3))
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalized NCHW float input -> ``c4`` (N,112,H/16,W/16) and ``pooled`` (N,1280)."""

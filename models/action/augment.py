@@ -52,12 +52,17 @@ class ClipAugment:
         return self._colour(out)
 
     def _colour(self, rgb: np.ndarray) -> np.ndarray:
-        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        grey = to_grey(rgb)
         rgb = rgb * self.brightness
         rgb = (rgb - grey.mean() * self.brightness) * self.contrast + grey.mean() * self.brightness
-        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        grey = to_grey(rgb)
         rgb = grey[..., None] + (rgb - grey[..., None]) * self.saturation
         return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def to_grey(rgb: np.ndarray) -> np.ndarray:
+    """float32 luma (ITU-R 601 weights) of RGB ``[..., 3]``."""
+    return np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

@@ -26,21 +26,21 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from models.action.augment import resize_frames, to_grey
 from models.action.config import ActionConfig
 from models.action.data import Clip, list_clips, stratified_folds
+from models.action.metrics import classification_metrics, mean_std
 from models.action.video import read_clip
 from models.backbone import EfficientNetLite0, Stages, load_pretrained, normalize_uint8_nhwc
 from pipeline.features.delta import ZERO, encode_clip
 
 POOLINGS = ("gap", "gmp", "last")
-GAIN = 3.0
+GAIN = ActionConfig().gain  # the shipped encoding
 BATCH = 64
 
 # The larger Lite models on PyPI, as stage tables for our block definition (read off the
@@ -72,8 +72,7 @@ def load_backbone(name: str) -> EfficientNetLite0:
 
 # -- inputs: spec "d10_160" = signed differences of samples at 10 fps, 160 px -------------------
 def _resized(clip: Clip, fps: float, size: int) -> np.ndarray:
-    frames = read_clip(clip.path, fps, (max(224, size),) * 2)  # 224: what capture sends
-    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    return resize_frames(read_clip(clip.path, fps, (max(224, size),) * 2), size)  # 224: what capture sends
 
 
 def signed_deltas(clip: Clip, fps: float, size: int) -> np.ndarray:
@@ -83,7 +82,7 @@ def signed_deltas(clip: Clip, fps: float, size: int) -> np.ndarray:
 
 def stacked_grey_deltas(clip: Clip, fps: float, size: int) -> np.ndarray:
     """Grey differences of the last three steps as the three channels (t, t-1, t-2)."""
-    grey = _resized(clip, fps, size).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = to_grey(_resized(clip, fps, size))
     d = np.concatenate([np.zeros_like(grey[:1]), np.diff(grey, axis=0)])
     shifted = [np.concatenate([np.zeros_like(d[:k]), d[:len(d) - k]]) for k in range(3)]
     return np.clip(np.rint(ZERO + GAIN * np.stack(shifted, axis=-1)), 0, 255).astype(np.uint8)
@@ -94,7 +93,7 @@ CROP_SOURCE = 448  # decoded size for motion crops: the crop keeps detail a 224 
 
 def motion_box(frames: np.ndarray) -> tuple[int, int, int]:
     """``(top, left, side)`` of the half-size square with the most mean |difference| over ``frames``."""
-    grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = to_grey(frames)
     energy = np.abs(np.diff(grey, axis=0)).mean(axis=0) if len(grey) > 1 else np.ones_like(grey[0])
     height, width = energy.shape
     side = min(height, width) // 2
@@ -113,8 +112,7 @@ def motion_crop_deltas(clip: Clip, fps: float, size: int) -> np.ndarray:
     """
     frames = read_clip(clip.path, fps, (CROP_SOURCE, CROP_SOURCE))
     top, left, side = motion_box(frames)
-    crop = frames[:, top:top + side, left:left + side]
-    return encode_clip(np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in crop]), GAIN)
+    return encode_clip(resize_frames(frames[:, top:top + side, left:left + side], size), GAIN)
 
 
 INPUTS: dict[str, Callable[[Clip, float, int], np.ndarray]] = {
@@ -137,7 +135,7 @@ def frame_features(backbone: EfficientNetLite0, images: np.ndarray) -> dict[str,
             x = backbone.stem(normalize_uint8_nhwc(torch.from_numpy(np.ascontiguousarray(images[i:i + BATCH]))))
             x = backbone.run_blocks(x, 0, len(backbone._blocks))
             out["last"].append(x.mean(dim=(2, 3)))
-            h = F.relu6(backbone._bn1(backbone._conv_head(x)))
+            h = backbone.head_map(x)
             out["gap"].append(h.mean(dim=(2, 3)))
             out["gmp"].append(h.amax(dim=(2, 3)))
     return {k: torch.cat(v).numpy() for k, v in out.items()}
@@ -168,10 +166,15 @@ def out_of_fold(x: np.ndarray, labels: np.ndarray, folds: list[list[int]], c: fl
     return probs
 
 
-def score(probs: np.ndarray, labels: np.ndarray, folds: list[list[int]]) -> dict[str, float]:
-    accs = [float(((probs[t] > 0.5) == labels[t]).mean()) for t in folds]
-    aucs = [float(roc_auc_score(labels[t], probs[t])) for t in folds]
-    return {"accuracy": float(np.mean(accs)), "accuracy_std": float(np.std(accs)), "auc": float(np.mean(aucs))}
+def score(probs: np.ndarray, labels: np.ndarray, folds: list[list[int]]) -> dict[str, dict[str, float]]:
+    """Mean ± std over folds of the training runs' metrics (positive class 1) on out-of-fold ``probs``."""
+    two = np.stack([1 - probs, probs], axis=1)
+    return mean_std([classification_metrics(two[t], labels[t], ("0", "1"), 1) for t in folds])
+
+
+def _report(key: str, result: dict[str, dict[str, float]], suffix: str = "") -> None:
+    acc, auc = result["accuracy"], result["auc"]
+    print(f"{key}: acc {acc['mean']:.3f} ± {acc['std']:.3f} auc {auc['mean']:.3f}{suffix}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,14 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                 oof[spec] = probs
             key = f"{args.backbone} {spec} {pooling}"
             results[key] = score(probs, labels, folds)
-            print(f"{key}: acc {results[key]['accuracy']:.3f} ± {results[key]['accuracy_std']:.3f} "
-                  f"auc {results[key]['auc']:.3f}  ({time.time() - start:.0f} s)", flush=True)
+            _report(key, results[key], f"  ({time.time() - start:.0f} s)")
     for r in range(2, len(oof) + 1):
         for combo in combinations(oof, r):
             key = f"{args.backbone} ensemble {'+'.join(combo)} gap"
             results[key] = score(np.mean([oof[s] for s in combo], axis=0), labels, folds)
-            print(f"{key}: acc {results[key]['accuracy']:.3f} ± {results[key]['accuracy_std']:.3f} "
-                  f"auc {results[key]['auc']:.3f}", flush=True)
+            _report(key, results[key])
     results_path.write_text(json.dumps(results, indent=1))
     return 0
 

@@ -56,9 +56,9 @@ def test_cv_scoring_separates_separable_features_and_not_noise() -> None:
     labels = np.repeat([0, 1], 50)
     folds = [list(range(i, 100, 5)) for i in range(5)]
     separable = rng.normal(size=(100, 8)) + labels[:, None] * 4.0
-    assert score(out_of_fold(separable, labels, folds, 0.1), labels, folds)["accuracy"] == 1.0
+    assert score(out_of_fold(separable, labels, folds, 0.1), labels, folds)["accuracy"]["mean"] == 1.0
     noise = score(out_of_fold(rng.normal(size=(100, 8)), labels, folds, 0.1), labels, folds)
-    assert noise["accuracy"] < 0.8 and noise["auc"] < 0.8
+    assert noise["accuracy"]["mean"] < 0.8 and noise["auc"]["mean"] < 0.8
 
 
 def test_unknown_backbone_is_refused() -> None:
