@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-CROP_AREA = (0.5, 1.0)  # fraction of the frame kept by the random resized crop
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect change relative to the frame's own aspect
-JITTER = 0.3  # brightness / contrast / saturation factors drawn in [1 - JITTER, 1 + JITTER]
 
 
 @dataclass(frozen=True)
@@ -30,11 +28,12 @@ class ClipAugment:
     saturation: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> ClipAugment:
-        area = rng.uniform(*CROP_AREA)
+    def draw(cls, rng: np.random.Generator, min_crop_area: float = 0.5, jitter: float = 0.3) -> ClipAugment:
+        """The crop keeps ``min_crop_area``..1 of the frame; colour factors lie in ``1 ± jitter``."""
+        area = rng.uniform(min_crop_area, 1.0)
         ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
         w, h = min(1.0, np.sqrt(area * ratio)), min(1.0, np.sqrt(area / ratio))
-        factors = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
+        factors = rng.uniform(1 - jitter, 1 + jitter, size=3)
         return cls(float(rng.uniform(0, 1 - w)), float(rng.uniform(0, 1 - h)), float(w), float(h),
                    bool(rng.random() < 0.5), *map(float, factors))
 

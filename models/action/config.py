@@ -28,6 +28,9 @@ class ActionConfig(BaseModel):
     input_size: int = Field(224, ge=32, description="square frame size the package takes (what capture sends)")
     size: int = Field(160, ge=32, description="square size of the difference images the motion stream reads")
     gain: float = Field(3.0, gt=0, description="difference image = 127 + gain * (frame - previous frame)")
+    # augmentation strength (random resized crop, brightness/contrast/saturation), one draw per clip
+    min_crop_area: float = Field(0.5, gt=0, le=1, description="smallest fraction of the frame a crop keeps")
+    jitter: float = Field(0.3, ge=0, lt=1, description="colour factors are drawn in 1 ± jitter")
     aug_views: int = Field(2, ge=0, description="augmented copies of every clip in the stage-1 feature cache")
     temporal: Temporal = "mean"
     hidden: int = Field(128, ge=8)

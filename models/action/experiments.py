@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         ActionConfig.model_validate(cfg.model_dump())  # model_copy does not validate
         frames = cached_frames(clips, cfg)
         # stage-1 features are shared by configs that see the same difference images
-        key = (cfg.fps, cfg.input_size, cfg.size, cfg.gain, cfg.aug_views, cfg.seed)
+        key = (cfg.fps, cfg.input_size, cfg.size, cfg.gain, cfg.aug_views, cfg.min_crop_area, cfg.jitter, cfg.seed)
         if key not in features:
             features[key] = _stage1_features(args.out.parent, key, frames, names, cfg)
         name = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"

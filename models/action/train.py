@@ -48,7 +48,7 @@ def random_delta_window(frames: np.ndarray, cfg: ActionConfig, rng: np.random.Ge
     seq = loop_pad(np.asarray(frames), cfg.frames)
     start = random_start(len(seq), cfg.frames, rng)
     first = max(start - 1, 0)  # the frame before the window: its first difference needs it
-    part = ClipAugment.draw(rng).apply(seq[first:start + cfg.frames], cfg.size)
+    part = ClipAugment.draw(rng, cfg.min_crop_area, cfg.jitter).apply(seq[first:start + cfg.frames], cfg.size)
     return encode_clip(part, cfg.gain)[start - first:]
 
 
@@ -69,7 +69,8 @@ def view_features(model: ActionModel, frames: Frames, names: list[str], cfg: Act
         rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
         padded = loop_pad(np.asarray(clip), cfg.frames)
         views = [clean_deltas(padded, cfg)]
-        views += [encode_clip(ClipAugment.draw(rng).apply(padded, cfg.size), cfg.gain) for _ in range(cfg.aug_views)]
+        draws = [ClipAugment.draw(rng, cfg.min_crop_area, cfg.jitter) for _ in range(cfg.aug_views)]
+        views += [encode_clip(aug.apply(padded, cfg.size), cfg.gain) for aug in draws]
         items.append(np.stack([stream_features(model, v) for v in views]).astype(np.float16))
     return items
 
