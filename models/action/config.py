@@ -38,7 +38,7 @@ class ActionConfig(BaseModel):
     unfreeze: int = Field(12, ge=0, le=MAX_UNFREEZE, description="top backbone units fine-tuned in stage 2: "
                           "1 conv_head, 2 +block 15, ... 12 +blocks 5-15, 17 everything")
     stage1_epochs: int = Field(10, ge=0)
-    epochs: int = Field(12, ge=0, description="stage-2 epochs (upper bound with early stopping)")
+    epochs: int = Field(24, ge=0, description="stage-2 epochs (upper bound with early stopping)")
     batch: int = Field(8, ge=1)
     lr_head: float = Field(1e-3, gt=0)
     lr_backbone: float = Field(3e-4, gt=0)
