@@ -28,8 +28,11 @@ class ClipAugment:
     saturation: float
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, min_crop_area: float = 0.5, jitter: float = 0.3) -> ClipAugment:
-        """The crop keeps ``min_crop_area``..1 of the frame; colour factors lie in ``1 ± jitter``."""
+    def draw(cls, rng: np.random.Generator, min_crop_area: float, jitter: float) -> ClipAugment:
+        """The crop keeps ``min_crop_area``..1 of the frame; colour factors lie in ``1 ± jitter``.
+
+        The strengths come from ``ActionConfig`` (its defaults are the shipped ones).
+        """
         area = rng.uniform(min_crop_area, 1.0)
         ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
         w, h = min(1.0, np.sqrt(area * ratio)), min(1.0, np.sqrt(area / ratio))

@@ -25,7 +25,7 @@ from models.action.config import ActionConfig
 from models.action.data import list_clips, stratified_folds, stratified_split
 from models.action.metrics import classification_metrics, mean_std
 from models.action.model import build_model
-from models.action.train import Frames, Items, clip_probs, fit, view_features
+from models.action.train import Frames, Items, clip_probs, fit, stage1_key, view_features
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = base.model_copy(update=overrides)
         ActionConfig.model_validate(cfg.model_dump())  # model_copy does not validate
         frames = cached_frames(clips, cfg)
-        # stage-1 features are shared by configs that see the same difference images
-        key = (cfg.fps, cfg.input_size, cfg.size, cfg.gain, cfg.aug_views, cfg.min_crop_area, cfg.jitter, cfg.seed)
+        key = stage1_key(cfg)  # configs that see the same difference images share stage-1 features
         if key not in features:
             features[key] = _stage1_features(args.out.parent, key, frames, names, cfg)
         name = ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"

@@ -61,6 +61,11 @@ def stream_features(model: ActionModel, deltas: np.ndarray) -> np.ndarray:
     return torch.cat(parts).numpy()
 
 
+def stage1_key(cfg: ActionConfig) -> tuple[Any, ...]:
+    """Every setting :func:`view_features` depends on: configs with equal keys share stage-1 features."""
+    return (cfg.fps, cfg.input_size, cfg.size, cfg.gain, cfg.aug_views, cfg.min_crop_area, cfg.jitter, cfg.seed)
+
+
 def view_features(model: ActionModel, frames: Frames, names: list[str], cfg: ActionConfig) -> Items:
     """Stage-1 features ``[1 + aug_views, F, D]`` per clip: view 0 clean, then augmented views."""
     items = []

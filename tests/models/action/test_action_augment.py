@@ -14,7 +14,7 @@ def test_one_draw_applies_the_same_crop_flip_and_colour_to_every_frame() -> None
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     for _ in range(20):
-        out = ClipAugment.draw(rng).apply(np.stack([frame] * 4), 32)
+        out = ClipAugment.draw(rng, 0.5, 0.3).apply(np.stack([frame] * 4), 32)
         assert out.shape == (4, 32, 32, 3) and out.dtype == np.uint8
         assert all(np.array_equal(out[0], f) for f in out[1:])  # no flicker the head could read as motion
 
