@@ -169,9 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from pipeline.config import load_config
+    from pipeline.http_server import serve_metrics
     from pipeline.supervisor import build_stage, set_from_signal
 
     config = load_config(args.config)
@@ -179,7 +180,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stage = build_stage(args.stage, getattr(args, "index", 0), config, registry, stop)
     port = args.metrics_port or config.metrics.port
-    start_http_server(port, addr=config.metrics.host, registry=registry)
+    serve_metrics(config.metrics.host, port, registry)
     print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: set_from_signal(stop))

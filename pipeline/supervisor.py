@@ -104,6 +104,7 @@ class Supervisor:
                        + [StageProcess("capture", g) for g in config.groups()])
         self.stopping = threading.Event()
         self.metrics_dir = tempfile.mkdtemp(prefix="vidwatch-metrics-")
+        self.http: Any = None  # pipeline.http_server.HttpServer once run() starts it
 
     def run(self, duration: float | None = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
@@ -127,13 +128,15 @@ class Supervisor:
         return 0
 
     def _serve_metrics(self) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
+
+        from pipeline.http_server import serve_metrics
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         m = self.config.metrics
-        start_http_server(m.port, addr=m.host, registry=registry)
+        self.http = serve_metrics(m.host, m.port, registry)
         print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
 
     def _tick(self) -> None:
@@ -184,4 +187,6 @@ class Supervisor:
                         logger.warning("%s did not stop in %.0f s; killing it", stage.name, STOP_TIMEOUT_S)
                         stage.process.kill()
                         stage.process.join()
+        if self.http is not None:
+            self.http.stop()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
