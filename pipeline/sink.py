@@ -20,10 +20,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.alerts import Alert
 from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
+from pipeline.delivery import Delivery
 from pipeline.errors import WireError
 from pipeline.evidence import save_snapshot
 from pipeline.modelpkg import load_package
-from pipeline.outputs import Output, create_output
+from pipeline.outputs import create_output
 from pipeline.rules import Rule, Transition
 from pipeline.transport import DEFAULTS, results_pull
 from pipeline.wire import decode_results
@@ -31,7 +32,6 @@ from pipeline.wire import decode_results
 logger = logging.getLogger(__name__)
 
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-RETRY_INTERVAL_S = 2.0
 
 
 class SinkMetrics:
@@ -68,12 +68,12 @@ class Sink:
         manifests = {name: load_package(pkg.path, verify=False).manifest for name, pkg in config.models.items()}
         self.kinds = {name: m.task for name, m in manifests.items()}
         self.manifest_names = {m.name: name for name, m in manifests.items()}
-        self.outputs: list[tuple[str, Output]] = [(o.type, create_output(o)) for o in config.outputs]
-        self.retry: deque[tuple[int, Alert]] = deque()  # (output index, alert) still to deliver
+        self.delivery = Delivery([(o.type, create_output(o)) for o in config.outputs], self.metrics.output_errors,
+                                 self.metrics.pending)
+        self._zero_alert_series(config)
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
         self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)
         self._last_status = time.monotonic()
-        self._last_retry = 0.0
         self._open: dict[str, Alert] = {}  # alert id -> its start record
 
     def run(self) -> None:
@@ -81,7 +81,7 @@ class Sink:
             while not self.stop.is_set():
                 if self.pull.poll(DEFAULTS.poll_ms):
                     self.receive()
-                self._maybe_retry()
+                self.delivery.retry_due()
                 self._maybe_print_status()
             while self.pull.poll(200):  # results already in flight at shutdown still count
                 self.receive()
@@ -165,28 +165,13 @@ class Sink:
             return None
 
     def deliver(self, alert: Alert) -> None:
-        for index, (name, output) in enumerate(self.outputs):
-            try:
-                output.emit(alert)
-            except Exception as exc:  # any output failure: queue and retry, never lose the alert
-                self.metrics.output_errors.labels(name).inc()
-                logger.error("sink: output %s failed (%s); alert %s queued for retry", name, exc, alert.id)
-                self.retry.append((index, alert))
-        self.metrics.pending.set(len(self.retry))
+        self.delivery.deliver(alert)
 
-    def _maybe_retry(self) -> None:
-        if not self.retry or time.monotonic() - self._last_retry < RETRY_INTERVAL_S:
-            return
-        self._last_retry = time.monotonic()
-        for _ in range(len(self.retry)):
-            index, alert = self.retry.popleft()
-            name, output = self.outputs[index]
-            try:
-                output.emit(alert)
-            except Exception:
-                self.metrics.output_errors.labels(name).inc()
-                self.retry.append((index, alert))
-        self.metrics.pending.set(len(self.retry))
+    def _zero_alert_series(self, config: Config) -> None:
+        """Alert counters exist at 0 for every camera and model kind, so increase() sees the first one."""
+        for camera in config.cameras:
+            for ref in camera.models:
+                self.metrics.alerts.labels(camera.id, self.kinds.get(ref.model, "unknown"))
 
     def _update_status(self, record: dict[str, Any]) -> None:
         for camera, states in (record.get("status") or {}).items():
@@ -223,8 +208,7 @@ class Sink:
                 opened = self._open.pop(tr.alert_id, None)
                 if opened is not None:
                     self.deliver(replace(opened, state="end", end=now, score=round(tr.peak, 4)))
-        self._last_retry = 0.0
-        self._maybe_retry()
-        for _, output in self.outputs:
-            output.close()
+        self.delivery.flush()
+        for lane in self.delivery.lanes:
+            lane.output.close()
         self.pull.close(linger=0)

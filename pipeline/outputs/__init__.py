@@ -12,6 +12,7 @@ from pipeline.alerts import Alert
 from pipeline.outputs.jsonl import JsonlOutput, JsonlOutputConfig
 from pipeline.outputs.mqtt import MqttOutput, MqttOutputConfig
 from pipeline.outputs.stdout import StdoutOutput, StdoutOutputConfig
+from pipeline.outputs.webhook import WebhookOutput, WebhookOutputConfig
 from pipeline.registry import Registry
 
 
@@ -23,12 +24,13 @@ class Output(Protocol):
     def close(self) -> None: ...
 
 
-OutputConfig = JsonlOutputConfig | StdoutOutputConfig | MqttOutputConfig
+OutputConfig = JsonlOutputConfig | StdoutOutputConfig | MqttOutputConfig | WebhookOutputConfig
 
 OUTPUTS: Registry[type] = Registry("output")
 OUTPUTS.register("jsonl")(JsonlOutput)
 OUTPUTS.register("stdout")(StdoutOutput)
 OUTPUTS.register("mqtt")(MqttOutput)
+OUTPUTS.register("webhook")(WebhookOutput)
 
 
 def create_output(config: OutputConfig) -> Output:

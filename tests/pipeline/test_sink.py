@@ -73,9 +73,9 @@ def test_full_disk_output_keeps_the_alert_and_retries(models_dir: Path, tmp_path
         _send_scores(config.sink.endpoint, [1.8, 2.5, 2.0])
         time.sleep(1.0)
         assert registry.get_sample_value("vidwatch_alerts_pending") == 1  # queued for /dev/full
-        full = sink.outputs[1][1]
+        full = sink.delivery.lanes[1].output
         full.path, full._fh = tmp_path / "recovered.jsonl", (tmp_path / "recovered.jsonl").open("a")  # disk freed
-        time.sleep(3.0)  # one retry interval
+        time.sleep(3.5)  # retries after 1 s, then 2 s more (backoff)
     assert registry.get_sample_value("vidwatch_output_errors_total", {"output": "jsonl"}) >= 1
     recovered = [json.loads(line) for line in (tmp_path / "recovered.jsonl").read_text().splitlines()]
     assert recovered[0]["state"] == "start"
