@@ -45,6 +45,9 @@ class CaptureMetrics:
                         registry=registry, multiprocess_mode="livemax")
         self.reconnects = Counter("vidwatch_camera_reconnects_total", "Camera (re)open attempts after a failure",
                                   ["camera"], registry=registry)
+        self.last_frame = Gauge("vidwatch_last_frame_timestamp_seconds",
+                                "Unix time the camera's latest frame was decoded (age: time() - this)", ["camera"],
+                                registry=registry, multiprocess_mode="livemax")
         self.stage_seconds = stage_seconds_counter(registry)
 
 
@@ -144,6 +147,7 @@ class CameraReader(threading.Thread):
                 self.finished = True
                 return
             self.metrics.up.labels(self.camera.id).set(1)
+            self.metrics.last_frame.labels(self.camera.id).set(t_capture)
             self.metrics.captured.labels(self.camera.id).inc()
             self.stats.tick_captured()
             t_stream = self._stream_offset + source.timestamp()
@@ -221,6 +225,7 @@ class CaptureNode:
             self.metrics.up.labels(camera.id).set(0)
             self.metrics.captured.labels(camera.id)
             self.metrics.sampled.labels(camera.id)
+            self.metrics.reconnects.labels(camera.id)
             for reason in DROP_REASONS:
                 self.metrics.dropped.labels(camera.id, reason)
         self.ctx: zmq.Context = zmq.Context.instance()

@@ -15,11 +15,15 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ class StageProcess:
     kind: str
     index: int
     process: BaseProcess | None = None
-    restarts: int = 0
+    restarts: int = 0  # consecutive, for the backoff (reset once a stage ran a while)
+    total_restarts: int = 0  # since the supervisor started: vidwatch_stage_restarts_total
     next_start: float = 0.0
     done: bool = False  # exited cleanly on its own (capture of files that ended)
     started_at: float = field(default_factory=time.monotonic)
@@ -94,6 +99,25 @@ def build_stage(kind: str, index: int, config: Config, registry: Any, stop: Any)
     raise ValueError(f"unknown stage {kind!r}")
 
 
+class RestartsCollector:
+    """``vidwatch_stage_restarts_total{stage}``: crashes the supervisor restarted, per stage process.
+
+    Collected from the supervisor's own bookkeeping at scrape time: the supervisor is not one of
+    the multiprocess-mode writers, and every stage has its series (at 0) from the start."""
+
+    def __init__(self, stages: list[StageProcess]) -> None:
+        self.stages = stages
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("vidwatch_stage_restarts", "Stage processes restarted after a crash",
+                                     labels=["stage"])
+        for stage in self.stages:
+            family.add_metric([stage.name], stage.total_restarts)
+        yield family
+
+
 class Supervisor:
     def __init__(self, config: Config, log_level: int = logging.INFO) -> None:
         self.config, self.log_level = config, log_level
@@ -135,6 +159,7 @@ class Supervisor:
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
+        registry.register(RestartsCollector(self.stages))
         m = self.config.metrics
         self.http = serve_metrics(m.host, m.port, registry)
         print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
@@ -174,6 +199,7 @@ class Supervisor:
             stage.restarts = 0
         delay = min(RESTART_BACKOFF_S[0] * 2 ** stage.restarts, RESTART_BACKOFF_S[1])
         stage.restarts += 1
+        stage.total_restarts += 1
         stage.next_start = now + delay
         logger.error("%s exited with code %s; restarting in %.0f s", stage.name, code, delay)
 

@@ -45,6 +45,9 @@ def test_file_camera_is_sampled_by_time_resized_and_batched(models_dir: Path, tm
     captured = registry.get_sample_value("vidwatch_frames_captured_total", {"camera": "a"})
     assert captured and captured > len(frames["a"])  # decoded more than it sent: sampling
     assert registry.get_sample_value("vidwatch_camera_up", {"camera": "a"}) == 1
+    last = registry.get_sample_value("vidwatch_last_frame_timestamp_seconds", {"camera": "a"})
+    assert last is not None and 0 <= time.time() - last < 30  # the latest decode, in Unix seconds
+    assert registry.get_sample_value("vidwatch_camera_reconnects_total", {"camera": "a"}) == 0
 
 
 def test_no_consumer_drops_oldest_and_never_blocks(models_dir: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,3 +55,27 @@ metrics: {{port: {free_port()}}}
     for p in survivors:
         os.kill(p, signal.SIGKILL)
     assert not survivors, f"stage processes {survivors} outlived the supervisor"
+
+
+def test_a_crashed_stage_is_counted_in_stage_restarts(models_dir: Path, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.supervisor import RestartsCollector, Supervisor
+    from tests.pipeline.stage_helpers import make_config
+
+    config = make_config(models_dir, tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}")
+    supervisor = Supervisor(config)
+    registry = CollectorRegistry()
+    registry.register(RestartsCollector(supervisor.stages))
+    restarts = {s.name: registry.get_sample_value("vidwatch_stage_restarts_total", {"stage": s.name})
+                for s in supervisor.stages}
+    assert restarts == {"sink-0": 0, "infer-0": 0, "capture-0": 0}  # every series exists from the start
+    infer = next(s for s in supervisor.stages if s.kind == "infer")
+    infer.process = supervisor.ctx.Process(target=sys.exit, args=(3,))  # a real process that crashes
+    infer.process.start()
+    infer.process.join(30)
+    supervisor._reap(infer, time.monotonic())
+    assert registry.get_sample_value("vidwatch_stage_restarts_total", {"stage": "infer-0"}) == 1
+    assert registry.get_sample_value("vidwatch_stage_restarts_total", {"stage": "sink-0"}) == 0
+    assert infer.process is None and infer.next_start > time.monotonic()  # restarted after the backoff
+    shutil.rmtree(supervisor.metrics_dir, ignore_errors=True)
