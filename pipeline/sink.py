@@ -1,7 +1,8 @@
-"""Sink: results -> rules -> alerts (evidence snapshot, JSON-lines, stdout, MQTT) + status.
+"""Sink: results -> rules -> alerts (evidence snapshot, JSON-lines, stdout, MQTT, webhook) + status.
 
-An alert is written to every output before the sink moves on; an output that fails (a full
-disk, a broker away) keeps the alert queued and retries, so a raised alert is never dropped.
+An alert is offered to every output before the sink moves on; an output that fails (a full
+disk, a broker away, a webhook answering 500) keeps the alert queued and is retried with
+backoff (``pipeline.delivery``), so a raised alert is never dropped.
 """
 
 from __future__ import annotations
