@@ -124,7 +124,8 @@ class MetricsConfig(_Frozen):
 class Config(_Frozen):
     version: Literal[1] = 1
     name: str = "vidwatch"
-    state_dir: Path = Field(Path("var/state"), description="fitted per-camera calibration")
+    state_dir: Path = Field(Path("var/state"), description="fitted per-camera calibration; alerts queued "
+                                                           "for a failing output (outbox/)")
     models: dict[str, PackageConfig]
     engine: EngineConfig = EngineConfig()
     capture: CaptureConfig = CaptureConfig()

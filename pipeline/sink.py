@@ -2,7 +2,8 @@
 
 An alert is offered to every output before the sink moves on; an output that fails (a full
 disk, a broker away, a webhook answering 500) keeps the alert queued and is retried with
-backoff (``pipeline.delivery``), so a raised alert is never dropped.
+backoff from a queue spooled to ``<state_dir>/outbox`` (``pipeline.delivery``), so a raised
+alert is never dropped, not even by a sink restart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.alerts import Alert
 from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
-from pipeline.delivery import Delivery
+from pipeline.delivery import Delivery, output_key
 from pipeline.errors import WireError
 from pipeline.evidence import save_snapshot
 from pipeline.modelpkg import load_package
@@ -69,8 +70,9 @@ class Sink:
         manifests = {name: load_package(pkg.path, verify=False).manifest for name, pkg in config.models.items()}
         self.kinds = {name: m.task for name, m in manifests.items()}
         self.manifest_names = {m.name: name for name, m in manifests.items()}
-        self.delivery = Delivery([(o.type, create_output(o)) for o in config.outputs], self.metrics.output_errors,
-                                 self.metrics.pending)
+        outputs = [(o.type, output_key(o.type, o.model_dump_json()), create_output(o)) for o in config.outputs]
+        self.delivery = Delivery(outputs, self.metrics.output_errors, self.metrics.pending,
+                                 spool_dir=Path(config.state_dir) / "outbox")
         self._zero_alert_series(config)
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
         self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)

@@ -174,3 +174,33 @@ def test_alerts_raised_while_the_receiver_fails_are_all_delivered_after(
     assert all(r.headers["Authorization"] == TOKEN for r in delivered)
     assert errors() >= answered_500 + 2
     assert TOKEN not in caplog.text and "failed" in caplog.text
+
+
+def test_alerts_still_queued_when_the_sink_stops_are_delivered_by_the_next_sink(models_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    port = free_port()  # nothing listens yet: every attempt is refused
+    cameras = "\n".join(f"  - {{id: {c}, source: x.mp4, models: [{{model: demo-anomaly}}]}}" for c in CAMERAS[:2])
+    config = make_config(models_dir, tmp_path, cameras, RULE)
+    hook = WebhookOutputConfig(url=f"http://127.0.0.1:{port}/hooks/vidwatch", timeout_s=2)
+    config = config.model_copy(update={"outputs": [*config.outputs, hook]})
+    outbox = tmp_path / "state" / "outbox"
+    with running(Sink(config, CollectorRegistry())):
+        for camera in CAMERAS[:2]:
+            _raise_alert(config.sink.endpoint, camera)
+        assert _poll(lambda: len((tmp_path / "alerts.jsonl").read_text().splitlines()) == 4, 20)
+        spooled = list(outbox.glob("webhook-*.jsonl"))
+        # On disk while the sink runs, so a crash or a kill -9 would not lose them either.
+        assert len(spooled) == 1 and len(spooled[0].read_text().splitlines()) == 4
+    assert not list(outbox.glob("jsonl-*.jsonl"))  # the JSONL output took everything: nothing kept for it
+    raised = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    receiver = HttpReceiver(port).start()
+    try:
+        registry = CollectorRegistry()
+        with running(Sink(config, registry)):  # a new sink, as after a restart
+            delivered = receiver.wait_for(4, 20)
+            assert _poll(lambda: not spooled[0].exists(), 10)
+        assert registry.get_sample_value("vidwatch_alerts_pending") == 0
+    finally:
+        receiver.stop()
+    assert [json.loads(r.body) for r in delivered] == raised
+    assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == 4  # not written twice to JSONL
