@@ -151,6 +151,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems.append(f"models.{name}: {exc}")
     for warning in rate_warnings(config.cameras, manifests):
         print(f"warning: {warning}", file=sys.stderr)
+    for warning in _output_env_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     if problems:
         print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
         print("build the shipped packages with 'make models' (or 'vidwatch models build')", file=sys.stderr)
@@ -158,6 +160,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models, "
           f"{len(config.rules)} rules, {config.inference.workers} inference workers)")
     return 0
+
+
+def _output_env_warnings(config: Any) -> list[str]:
+    """Webhook headers naming environment variables this shell does not set (the service's may)."""
+    from pipeline.outputs.webhook import WebhookOutputConfig, unset_env_refs
+
+    return [f"outputs[{i}] (webhook): ${{{name}}} is not set here; the sink will not start without it"
+            for i, out in enumerate(config.outputs) if isinstance(out, WebhookOutputConfig)
+            for name in unset_env_refs(out)]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -88,6 +88,14 @@ def _split_userinfo(url: str) -> tuple[str, str | None]:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), f"Basic {token}"
 
 
+def unset_env_refs(config: WebhookOutputConfig) -> list[str]:
+    """The ``${NAME}`` references in headers and secret that this environment does not set."""
+    values = [v.get_secret_value() for v in config.headers.values()]
+    if config.secret is not None:
+        values.append(config.secret.get_secret_value())
+    return sorted({name for value in values for name in _ENV_REF.findall(value) if name not in os.environ})
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect would resend the credentials to another address: treat it as a failure instead."""
 

@@ -19,6 +19,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from pipeline.alerts import Alert
+from pipeline.cli import _output_env_warnings
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError, VidwatchError
 from pipeline.outputs import create_output
@@ -99,6 +100,11 @@ def test_config_errors_name_the_field_and_hide_credentials(monkeypatch: pytest.M
     config = WebhookOutputConfig(url="http://127.0.0.1:9/x", headers={"X-Key": "${VIDWATCH_TEST_UNSET}"})
     with pytest.raises(VidwatchError, match=r"header X-Key refers to \$\{VIDWATCH_TEST_UNSET\}, which is not set"):
         create_output(config)
+    checked = parse_config("models: {m: {path: x}}\ncameras: [{id: a, source: x.mp4, models: [{model: m}]}]\n"
+                           "outputs:\n  - {type: webhook, url: 'http://h/x',"
+                           " headers: {X-Key: '${VIDWATCH_TEST_UNSET}'}}\n")
+    assert _output_env_warnings(checked) == [  # what `vidwatch check` prints
+        "outputs[0] (webhook): ${VIDWATCH_TEST_UNSET} is not set here; the sink will not start without it"]
     assert redact_url("https://u:p@[::1]:8443/a/b?k=v#f") == "https://[::1]:8443/a/b"
 
 
