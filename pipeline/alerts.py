@@ -23,6 +23,8 @@ class Alert:
     end: float | None
     snapshot: str | None
     latency_s: float | None = None  # capture of the triggering frame -> decision
+    clip: str | None = None  # MP4 from pre_s before start to post_s after end; set on the end record
+    clip_error: str | None = None  # why there is no clip, when clips are on and it failed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -30,4 +32,5 @@ class Alert:
     def summary(self) -> str:
         span = f"{self.end - self.start:.1f}s" if self.end is not None else "ongoing"
         return (f"ALERT {self.state.upper():5s} camera={self.camera} rule={self.rule} label={self.label} "
-                f"score={self.score:.2f} duration={span} snapshot={self.snapshot or '-'}")
+                f"score={self.score:.2f} duration={span} snapshot={self.snapshot or '-'}"
+                + (f" clip={self.clip}" if self.clip else ""))

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import CameraConfig, CaptureConfig, Config
 from pipeline.errors import SourceError, VidwatchError
+from pipeline.evidence_ring import CameraEvidence, camera_evidence, start_snapshot_server
 from pipeline.modelpkg import load_package
 from pipeline.sampling import RateSampler
 from pipeline.sources import Source, open_source
@@ -92,9 +93,10 @@ class CameraReader(threading.Thread):
     """Reads one camera forever: open, grab, sample, retrieve, resize, enqueue; reopen on failure."""
 
     def __init__(self, camera: CameraConfig, size: tuple[int, int], settings: CaptureConfig,
-                 metrics: CaptureMetrics, stop: threading.Event) -> None:
+                 metrics: CaptureMetrics, stop: threading.Event, evidence: CameraEvidence | None = None) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
         self.camera, self.size, self.settings, self.metrics, self.stop = camera, size, settings, metrics, stop
+        self.evidence = evidence
         self.queue: deque[SampledFrame] = deque(maxlen=settings.queue_clips)
         self.lock = threading.Lock()
         self.stats = CameraStats()
@@ -132,6 +134,7 @@ class CameraReader(threading.Thread):
         logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
         decode = self.metrics.stage_seconds.labels("decode")
         resize = self.metrics.stage_seconds.labels("resize")
+        evidence = self.metrics.stage_seconds.labels("evidence")
         while not self.stop.is_set():
             started = time.perf_counter()
             grabbed = source.grab()
@@ -158,8 +161,13 @@ class CameraReader(threading.Thread):
             if not sampler.keep(time.monotonic() if source.live else t_stream):
                 continue
             started = time.perf_counter()
-            rgb = self._convert(source.retrieve())
+            bgr = source.retrieve()
+            rgb = self._convert(bgr)
             resize.inc(time.perf_counter() - started)
+            if self.evidence is not None:  # the native frame, kept for snapshots and clips
+                started = time.perf_counter()
+                self.evidence.on_frame(self._seq, t_capture, bgr)
+                evidence.inc(time.perf_counter() - started)
             self._enqueue(rgb, t_capture, t_stream)
 
     def _convert(self, bgr: np.ndarray) -> np.ndarray:
@@ -218,8 +226,10 @@ class CaptureNode:
             raise VidwatchError(f"capture group {group} has no cameras (groups: {sorted(config.groups())})")
         self.config, self.stop = config, stop or threading.Event()
         self.metrics = CaptureMetrics(registry)
-        self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop)
-                        for c in cameras]
+        self.evidence = {c.id: camera_evidence(config, c) for c in cameras}
+        self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop,
+                                     self.evidence[c.id]) for c in cameras]
+        self.group = group
         self.reader_of = {r.camera.id: r for r in self.readers}
         for camera in cameras:  # every series exists from the start, so rate() and alerts see zeros
             self.metrics.up.labels(camera.id).set(0)
@@ -234,6 +244,9 @@ class CaptureNode:
         self.routes = config.workers()
 
     def run(self) -> None:
+        start_snapshot_server(self.config, self.group, self.evidence, self.stop)
+        for evidence in self.evidence.values():
+            evidence.start()
         for reader in self.readers:
             reader.start()
         try:
@@ -248,6 +261,8 @@ class CaptureNode:
             self.stop.set()
             for reader in self.readers:  # a decoder torn down mid-frame at exit aborts the process
                 reader.join(timeout=5.0)
+            for evidence in self.evidence.values():  # FFmpeg closes the open segment
+                evidence.close()
             for sock in self.sockets:
                 sock.close(linger=0)
 

@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--metrics-port", type=int, default=None, help="default: metrics.port of the config")
         s.set_defaults(func=cmd_stage, stage=name)
 
+    ev = sub.add_parser("events", help="serve the events page and API alone (browse evidence after a run)")
+    ev.add_argument("config", type=Path)
+    ev.add_argument("--port", type=int, default=None, help="default: metrics.port of the config")
+    ev.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    ev.set_defaults(func=cmd_events)
+
     a = sub.add_parser("alerts", help="summarize an alerts JSON-lines file")
     a.add_argument("path", type=Path)
     a.set_defaults(func=cmd_alerts)
@@ -191,8 +197,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stage = build_stage(args.stage, getattr(args, "index", 0), config, registry, stop)
     port = args.metrics_port or config.metrics.port
-    serve_metrics(config.metrics.host, port, registry)
+    server = serve_metrics(config.metrics.host, port, registry)
     print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
+    if args.stage == "sink":
+        from pipeline.events_api import register_events
+
+        print(f"events page: http://{config.metrics.host}:{port}{register_events(server, config)}", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: set_from_signal(stop))
     if args.duration:
@@ -200,6 +210,29 @@ def cmd_stage(args: argparse.Namespace) -> int:
         timer.daemon = True  # a pending timer must not keep a stopped stage alive
         timer.start()
     stage.run()
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.events_api import register_events
+    from pipeline.http_server import HttpServer
+
+    config = load_config(args.config)
+    port = args.port or config.metrics.port
+    try:
+        server = HttpServer(config.metrics.host, port)
+    except OSError as exc:
+        raise VidwatchError(f"cannot listen on {config.metrics.host}:{port}: {exc}; is vidwatch still running "
+                            f"(its page is the same)? Or pass --port") from exc
+    page = register_events(server, config)
+    server.start()
+    print(f"events page: http://{config.metrics.host}:{port}{page}   (Ctrl-C stops)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait(args.duration)
+    server.stop()
     return 0
 
 
@@ -217,7 +250,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         end = ends.get(r["id"])
         span = f"{end['end'] - r['start']:.1f}s" if end else "open"
         print(f"  {r['camera']:10s} {r['rule']:16s} {r['label']:10s} peak={(end or r)['score']:.2f} "
-              f"duration={span:>6s} latency={r.get('latency_s')}s snapshot={r['snapshot']}")
+              f"duration={span:>6s} latency={r.get('latency_s')}s snapshot={r['snapshot']} "
+              f"clip={(end or {}).get('clip') or (end or {}).get('clip_error') or '-'}")
     return 0
 
 

@@ -116,6 +116,33 @@ class RuleConfig(_Frozen):
         return self
 
 
+class EvidenceConfig(_Frozen):
+    """Full-resolution snapshots, event clips and their retention (``pipeline/evidence_ring.py``,
+    ``pipeline/clips.py``, ``pipeline/retention.py``)."""
+
+    dir: Path | None = Field(None, description="clips and segment rings; default: <state_dir>/evidence")
+    max_width: int = Field(1280, ge=64, description="snapshots and clips wider than this are scaled down")
+    frame_ring_s: float = Field(4.0, gt=0, le=60, description="recent full-res frames capture keeps for snapshots")
+    endpoint: str = Field("tcp://127.0.0.1:5570", description="capture group g serves snapshots on port + g")
+    snapshot_timeout_s: float = Field(1.0, gt=0, le=10, description="then the model-size frame is used")
+    clips: bool = Field(True, description="record a segment ring per camera and cut a clip for each alert")
+    pre_s: float = Field(5.0, ge=0, le=60, description="clip starts this long before the alert")
+    post_s: float = Field(5.0, ge=0, le=60, description="clip ends this long after the alert")
+    max_clip_s: float = Field(60.0, gt=0, le=600, description="clips are cut to at most this length")
+    segment_s: float = Field(1.0, gt=0, le=10, description="length of ring segments (keyframe spacing for encoded)")
+    max_bytes: int = Field(2_000_000_000, gt=0, description="snapshots + clips on disk; oldest deleted first")
+    max_age_days: float = Field(30.0, gt=0, description="snapshots and clips older than this are deleted")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+    def ring_seconds(self) -> float:
+        """How long segments stay in a camera's ring: the longest clip, its margins, and slack."""
+        return self.max_clip_s + self.pre_s + self.post_s + 30.0
+
+
 class MetricsConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=1, le=65535)
@@ -135,6 +162,7 @@ class Config(_Frozen):
     rules: list[RuleConfig] = Field(default_factory=list)
     outputs: list[Annotated[OutputConfig, Field(discriminator="type")]] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -152,6 +180,9 @@ class Config(_Frozen):
 
         pinned = {c.id: c.worker for c in self.cameras if c.worker is not None}
         return assign_workers([c.id for c in self.cameras], self.inference.workers, pinned)
+
+    def evidence_dir(self) -> Path:
+        return self.evidence.dir if self.evidence.dir is not None else self.state_dir / "evidence"
 
     def groups(self) -> dict[int, list[CameraConfig]]:
         groups: dict[int, list[CameraConfig]] = {}

@@ -4,11 +4,17 @@ An alert is offered to every output before the sink moves on; an output that fai
 disk, a broker away, a webhook answering 500) keeps the alert queued and is retried with
 backoff from a queue spooled to ``<state_dir>/outbox`` (``pipeline.delivery``), so a raised
 alert is never dropped, not even by a sink restart.
+An alert's start carries its full-resolution snapshot (asked of the capture node); its end
+record waits for the event clip (cut in a background thread, ``pipeline/clips.py``) and then
+carries the clip's path, or ``clip: null`` with the reason.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import queue
 import threading
 import time
 from collections import deque
@@ -21,10 +27,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.alerts import Alert
 from pipeline.capture import stage_seconds_counter
+from pipeline.clips import ClipWorker
 from pipeline.config import Config
 from pipeline.delivery import Delivery, output_key
 from pipeline.errors import WireError
+from pipeline.events_api import STATUS_FILE
 from pipeline.evidence import save_snapshot
+from pipeline.evidence_ring import SnapshotClient
 from pipeline.modelpkg import load_package
 from pipeline.outputs import create_output
 from pipeline.rules import Rule, Transition
@@ -32,6 +41,8 @@ from pipeline.transport import DEFAULTS, results_pull
 from pipeline.wire import decode_results
 
 logger = logging.getLogger(__name__)
+
+CLIP_FINISH_TIMEOUT_S = 8.0
 
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -50,6 +61,11 @@ class SinkMetrics:
         self.stage_seconds = stage_seconds_counter(registry)
         self.pending = Gauge("vidwatch_alerts_pending", "Alerts waiting for an output to take them",
                              registry=registry, multiprocess_mode="livesum")
+        self.evidence_bytes = Gauge("vidwatch_evidence_bytes", "Bytes on disk of evidence: snapshots, clips, "
+                                    "segment rings", ["kind"], registry=registry, multiprocess_mode="livemax")
+        self.snapshots = Counter("vidwatch_snapshots_total", "Alert snapshots by resolution: full (from "
+                                 "capture), model (fallback), none", ["resolution"], registry=registry)
+        self.clips = Counter("vidwatch_clips_total", "Event clips cut, by result", ["result"], registry=registry)
 
 
 @dataclass
@@ -78,6 +94,13 @@ class Sink:
         self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)
         self._last_status = time.monotonic()
         self._open: dict[str, Alert] = {}  # alert id -> its start record
+        self.group_of = {c.id: c.group for c in config.cameras}
+        self.snapshot_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
+                                              config.evidence.snapshot_timeout_s)
+        self.evidence_dir = config.evidence_dir()
+        self.clip_worker = ClipWorker(self.evidence_dir, config.evidence, config.sink.snapshots_dir,
+                                      self._record_usage)
+        self.clip_worker.start()
 
     def run(self) -> None:
         try:
@@ -85,6 +108,7 @@ class Sink:
                 if self.pull.poll(DEFAULTS.poll_ms):
                     self.receive()
                 self.delivery.retry_due()
+                self._deliver_clipped()
                 self._maybe_print_status()
             while self.pull.poll(200):  # results already in flight at shutdown still count
                 self.receive()
@@ -146,12 +170,15 @@ class Sink:
         if tr.kind == "end":
             opened = self._open.pop(tr.alert_id, None)
             if opened is not None:
-                self.deliver(replace(opened, state="end", end=round(now, 3), score=round(tr.peak, 4),
-                                     latency_s=latency))
+                self._end(replace(opened, state="end", end=round(now, 3), score=round(tr.peak, 4),
+                                  latency_s=latency))
             return
         # Rule times are stream times; the alert's start is the wall time the condition began.
         start = now - (float(result["t_stream"]) - tr.start)
-        snapshot_path = self._save_snapshot(camera, tr.alert_id, snapshot, result.get("heatmap")) if snapshot else None
+        caption = (f"{camera}  {rule.config.name}  {label}={tr.peak:.2f}  "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(result['t_capture'])))}")
+        snapshot_path = self._snapshot(camera, tr.alert_id, int(result["seq"]), snapshot, result.get("heatmap"),
+                                       caption)
         alert = Alert(id=tr.alert_id, state="start", camera=camera, rule=rule.config.name,
                       kind=self.kinds.get(model, "unknown"), model=model, label=label, score=round(tr.peak, 4),
                       start=round(start, 3), end=None, snapshot=snapshot_path, latency_s=latency)
@@ -159,13 +186,45 @@ class Sink:
         self.metrics.alerts.labels(camera, alert.kind).inc()
         self.deliver(alert)
 
-    def _save_snapshot(self, camera: str, alert_id: str, jpeg_bytes: bytes, heatmap: Any) -> str | None:
+    def _snapshot(self, camera: str, alert_id: str, seq: int, model_jpeg: bytes | None, heatmap: Any,
+                  caption: str) -> str | None:
+        """The camera's own frame from the capture node, or the model-size frame if it cannot give it."""
+        jpeg, why = self.snapshot_client.fetch(self.group_of.get(camera, 0), camera, seq)
+        resolution = "full"
+        if jpeg is None:
+            logger.warning("sink: no full-resolution snapshot for %s (%s); using the model-size frame", camera, why)
+            jpeg, resolution = model_jpeg, "model"
+        if jpeg is None:
+            self.metrics.snapshots.labels("none").inc()
+            return None
         path = Path(self.config.sink.snapshots_dir) / camera / f"{alert_id}.jpg"
         try:
-            return str(save_snapshot(path, jpeg_bytes, heatmap))
+            saved = str(save_snapshot(path, jpeg, heatmap, caption))
         except OSError as exc:  # a full disk loses the picture, never the alert
             logger.error("sink: could not save snapshot %s: %s", path, exc)
-            return None
+            resolution, saved = "none", None
+        self.metrics.snapshots.labels(resolution).inc()
+        return saved
+
+    def _end(self, end_record: Alert) -> None:
+        """Send the end now, or once its clip is cut (``_deliver_clipped``) when clips are on."""
+        if self.config.evidence.clips:
+            self.clip_worker.submit(end_record)
+        else:
+            self.deliver(end_record)
+
+    def _deliver_clipped(self) -> None:
+        while True:
+            try:
+                alert = self.clip_worker.done.get_nowait()
+            except queue.Empty:
+                return
+            self.metrics.clips.labels("ok" if alert.clip else "failed").inc()
+            self.deliver(alert)
+
+    def _record_usage(self, usage: Any) -> None:
+        for kind, used in usage.bytes_by_kind.items():
+            self.metrics.evidence_bytes.labels(kind).set(used)
 
     def deliver(self, alert: Alert) -> None:
         self.delivery.deliver(alert)
@@ -188,6 +247,28 @@ class Sink:
         self._last_status = time.monotonic()
         for line in self.status_lines():
             print(line, flush=True)
+        self.write_status()
+
+    def write_status(self) -> None:
+        """Per-camera status as JSON in the evidence dir, for the events page (any process can read it)."""
+        now, wall = time.monotonic(), time.time()
+        cameras = {}
+        for camera, st in self.status.items():
+            cameras[camera] = {
+                "fps_in": round(st.capture.get("fps_in", 0.0), 2), "fps_out": round(st.capture.get("fps_out", 0.0), 2),
+                "windows_per_s": round(len([t for t in st.windows if now - t <= 10.0]) / 10.0, 2),
+                "dropped": int(st.capture.get("dropped", 0)), "scores": dict(sorted(st.scores.items())),
+                "states": dict(sorted(st.states.items())),
+                "last_result": round(wall - (now - st.last_seen), 3) if st.last_seen else None,
+                "open_alerts": sorted(a.rule for a in self._open.values() if a.camera == camera)}
+        path = self.evidence_dir / STATUS_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"updated": round(wall, 3), "cameras": cameras}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            logger.warning("sink: cannot write %s: %s", path, exc)
 
     def status_lines(self) -> list[str]:
         lines = []
@@ -210,7 +291,13 @@ class Sink:
             for _, tr in rule.close_all(float("inf")):
                 opened = self._open.pop(tr.alert_id, None)
                 if opened is not None:
-                    self.deliver(replace(opened, state="end", end=now, score=round(tr.peak, 4)))
+                    self._end(replace(opened, state="end", end=now, score=round(tr.peak, 4)))
+        late = self.clip_worker.finish(CLIP_FINISH_TIMEOUT_S)  # cut what the rings hold; every end goes out
+        self._deliver_clipped()
+        for alert in late:
+            self.deliver(alert)
+        self.write_status()
+        self.snapshot_client.close()
         self.delivery.flush()
         for lane in self.delivery.lanes:
             lane.output.close()

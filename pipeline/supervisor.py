@@ -155,6 +155,7 @@ class Supervisor:
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from pipeline.events_api import register_events
         from pipeline.http_server import serve_metrics
 
         registry = CollectorRegistry()
@@ -162,7 +163,9 @@ class Supervisor:
         registry.register(RestartsCollector(self.stages))
         m = self.config.metrics
         self.http = serve_metrics(m.host, m.port, registry)
+        page = register_events(self.http, self.config)  # reads the sink's files: see pipeline/events_api.py
         print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
+        print(f"events page: http://{m.host}:{m.port}{page}", flush=True)
 
     def _tick(self) -> None:
         now = time.monotonic()

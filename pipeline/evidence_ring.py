@@ -1,0 +1,207 @@
+"""Full-resolution snapshots from the capture side, without sending full frames down the pipeline.
+
+Frames travel to inference once, at model size. For the evidence, each capture node keeps the
+last few seconds of its cameras' *sampled* frames at native resolution (capped at
+``evidence.max_width``) in memory, uncompressed, and serves them on request: the sink asks
+``{camera, seq}`` over a ZeroMQ DEALER -> ROUTER socket (capture group g binds
+``evidence.endpoint`` port + g) and gets one JPEG back, encoded only then.
+
+Why on request and not every frame: JPEG-encoding every sampled frame would cost the capture
+node a few ms per frame per camera for pictures nobody asks for (alerts are rare); holding raw
+frames costs only memory (about 0.7 MB per 640x360 frame, ``frame_ring_s`` x fps of them).
+Why a socket and not a file: the sink may run on another host (``vidwatch sink`` over tcp://),
+and a socket reaches it where a folder does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+
+from pipeline.config import CameraConfig, Config
+from pipeline.segment_ring import SegmentRecorder
+from pipeline.transport import DEFAULTS, worker_endpoint
+
+logger = logging.getLogger(__name__)
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class RingFrame:
+    seq: int
+    t_capture: float
+    bgr: np.ndarray
+
+
+def cap_width(bgr: np.ndarray, max_width: int) -> np.ndarray:
+    """The frame itself when narrow enough, else scaled down to ``max_width`` keeping its aspect."""
+    height, width = bgr.shape[:2]
+    if width <= max_width:
+        return bgr
+    size = (max_width, max(2, round(height * max_width / width / 2) * 2))  # even: H.264 wants it
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+
+
+class FrameRing:
+    """The last ``seconds`` of one camera's sampled full-resolution frames (thread-safe)."""
+
+    def __init__(self, seconds: float, fps: float) -> None:
+        self._frames: deque[RingFrame] = deque(maxlen=max(2, int(seconds * fps) + 1))
+        self._lock = threading.Lock()
+
+    def push(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
+        with self._lock:
+            self._frames.append(RingFrame(seq, t_capture, bgr))
+
+    def find(self, seq: int) -> RingFrame | None:
+        """The frame ``seq``, or the nearest one still held (the ring may have moved past it)."""
+        with self._lock:
+            frames = list(self._frames)
+        if not frames:
+            return None
+        return min(frames, key=lambda f: abs(f.seq - seq))
+
+
+class SnapshotServer(threading.Thread):
+    """Answers snapshot requests for one capture group's cameras from their frame rings."""
+
+    def __init__(self, endpoint: str, rings: dict[str, FrameRing], stop: threading.Event) -> None:
+        super().__init__(name="snapshot-server", daemon=True)
+        self.rings, self.stop = rings, stop
+        self.sock: zmq.Socket = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)  # a clash is reported by the caller (capture start fails loudly)
+        self.endpoint = endpoint
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.sock.poll(DEFAULTS.poll_ms):
+                    self._answer(self.sock.recv_multipart())
+        finally:
+            self.sock.close(linger=0)
+
+    def _answer(self, parts: list[bytes]) -> None:
+        if len(parts) < 2:
+            return
+        peer, body = parts[0], parts[-1]
+        try:
+            request = json.loads(body)
+            header, jpeg = self.snapshot(str(request["camera"]), int(request["seq"]))
+            header["id"] = request.get("id")
+        except (ValueError, KeyError, TypeError) as exc:
+            header, jpeg = {"ok": False, "error": f"bad request: {exc}"}, b""
+        self.sock.send_multipart([peer, b"", json.dumps(header).encode(), jpeg])
+
+    def snapshot(self, camera: str, seq: int) -> tuple[dict[str, Any], bytes]:
+        ring = self.rings.get(camera)
+        frame = ring.find(seq) if ring is not None else None
+        if frame is None:
+            return {"ok": False, "error": f"no frames held for camera {camera!r}"}, b""
+        ok, buf = cv2.imencode(".jpg", frame.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            return {"ok": False, "error": "JPEG encoding failed"}, b""
+        height, width = frame.bgr.shape[:2]
+        return {"ok": True, "seq": frame.seq, "t_capture": frame.t_capture, "width": width,
+                "height": height}, buf.tobytes()
+
+
+def group_endpoint(base: str, group: int) -> str:
+    """Capture group ``group``'s snapshot endpoint: tcp port + group, or ipc path suffix -group."""
+    return worker_endpoint(base, group)
+
+
+class SnapshotClient:
+    """The sink's side: one DEALER per capture group; a request waits at most ``timeout_s``."""
+
+    def __init__(self, base: str, groups: list[int], timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        ctx: zmq.Context = zmq.Context.instance()
+        self.sockets: dict[int, zmq.Socket] = {}
+        for group in groups:
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 16)
+            sock.setsockopt(zmq.SNDTIMEO, 0)
+            sock.connect(group_endpoint(base, group))
+            self.sockets[group] = sock
+        self._next_id = 0
+
+    def fetch(self, group: int, camera: str, seq: int) -> tuple[bytes | None, str]:
+        """(JPEG, "") for the camera's frame ``seq`` (or nearest held), or (None, why not)."""
+        sock = self.sockets[group]
+        self._next_id += 1
+        request_id = self._next_id
+        try:
+            sock.send_multipart([b"", json.dumps({"id": request_id, "camera": camera, "seq": seq}).encode()])
+        except zmq.Again:
+            return None, "capture node is not connected"
+        deadline = time.monotonic() + self.timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(int(left * 1000) + 1):
+                break
+            parts = sock.recv_multipart()
+            header = json.loads(parts[-2]) if len(parts) >= 2 else {}
+            if header.get("id") != request_id:
+                continue  # a late answer to an earlier request that timed out
+            if not header.get("ok"):
+                return None, str(header.get("error", "capture node refused"))
+            return parts[-1], ""
+        return None, f"capture node did not answer in {self.timeout_s:.1f} s"
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+
+
+class CameraEvidence:
+    """What capture keeps of one camera for evidence: the frame ring and (clips on) the segment ring."""
+
+    def __init__(self, ring: FrameRing, max_width: int, recorder: SegmentRecorder | None) -> None:
+        self.ring, self.max_width, self.recorder = ring, max_width, recorder
+
+    def on_frame(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
+        """A sampled frame at native resolution: keep it for snapshots, hand it to the encoder."""
+        frame = cap_width(bgr, self.max_width)
+        self.ring.push(seq, t_capture, frame)
+        if self.recorder is not None:
+            self.recorder.write(frame)
+
+    def start(self) -> None:
+        if self.recorder is not None:
+            self.recorder.start()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def camera_evidence(config: Config, camera: CameraConfig) -> CameraEvidence:
+    settings = config.evidence
+    recorder = (SegmentRecorder(camera.id, camera.source, camera.fps, config.evidence_dir(), settings)
+                if settings.clips else None)
+    return CameraEvidence(FrameRing(settings.frame_ring_s, camera.fps), settings.max_width, recorder)
+
+
+def start_snapshot_server(config: Config, group: int, evidence: dict[str, CameraEvidence],
+                          stop: threading.Event) -> SnapshotServer | None:
+    """Serve this group's frames; without the port, snapshots fall back to model size (logged)."""
+    endpoint = group_endpoint(config.evidence.endpoint, group)
+    try:
+        server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop)
+    except zmq.ZMQError as exc:
+        logger.error("capture: cannot serve snapshots on %s (%s); alerts get model-size snapshots. "
+                     "Set evidence.endpoint to a free port", endpoint, exc)
+        return None
+    server.start()
+    return server
