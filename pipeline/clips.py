@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 CUT_TIMEOUT_S = 30.0
 WAIT_GRACE_S = 5.0  # past the span's end plus one segment, cut with what the ring holds
 RETENTION_EVERY_S = 60.0
+MAX_SEGMENT_S = 600.0  # a listed segment longer than this has a bogus start time
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def read_index(folder: Path) -> list[Segment]:
         except (IndexError, ValueError):
             continue
         path = folder / name
-        if path.parent == folder and path.exists():
+        # FFmpeg lists a ring's first segment from 0 and leaves its timestamps absolute: it is
+        # skipped (the first second after each recorder start is lost, nothing later).
+        if path.parent == folder and path.exists() and 0 < end - start < MAX_SEGMENT_S:
             segments.append(Segment(path, start, end))
     return sorted(segments, key=lambda s: s.start)
 

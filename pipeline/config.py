@@ -130,6 +130,8 @@ class EvidenceConfig(_Frozen):
     post_s: float = Field(5.0, ge=0, le=60, description="clip ends this long after the alert")
     max_clip_s: float = Field(60.0, gt=0, le=600, description="clips are cut to at most this length")
     segment_s: float = Field(1.0, gt=0, le=10, description="length of ring segments (keyframe spacing for encoded)")
+    ring_s: float | None = Field(None, gt=0, description="video each camera's segment ring holds; default "
+                                                         "max_clip_s + pre_s + post_s + 30")
     max_bytes: int = Field(2_000_000_000, gt=0, description="snapshots + clips on disk; oldest deleted first")
     max_age_days: float = Field(30.0, gt=0, description="snapshots and clips older than this are deleted")
 
@@ -138,9 +140,16 @@ class EvidenceConfig(_Frozen):
     def _endpoint(cls, value: str) -> str:
         return _check_endpoint(value)
 
+    @model_validator(mode="after")
+    def _ring_holds_a_clip(self) -> EvidenceConfig:
+        if self.ring_s is not None and self.ring_s < self.max_clip_s + self.pre_s:
+            raise ValueError(f"ring_s ({self.ring_s}) must be >= max_clip_s + pre_s "
+                             f"({self.max_clip_s + self.pre_s}): the ring must hold a whole clip")
+        return self
+
     def ring_seconds(self) -> float:
         """How long segments stay in a camera's ring: the longest clip, its margins, and slack."""
-        return self.max_clip_s + self.pre_s + self.post_s + 30.0
+        return self.ring_s if self.ring_s is not None else self.max_clip_s + self.pre_s + self.post_s + 30.0
 
 
 class MetricsConfig(_Frozen):

@@ -42,6 +42,7 @@ outputs:
   - {{type: jsonl, path: {tmp}/alerts.jsonl}}
   - {{type: stdout}}
 metrics: {{port: {metrics_port}}}
+evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
 """)
     return path
 

@@ -12,7 +12,9 @@ from pipeline.config import Config, parse_config
 from tests.conftest import free_port
 
 
-def make_config(models_dir: Path, tmp: Path, cameras: str, rules: str = "", extra: str = "") -> Config:
+def make_config(models_dir: Path, tmp: Path, cameras: str, rules: str = "", extra: str = "",
+                evidence: str = "clips: false, snapshot_timeout_s: 0.3") -> Config:
+    """A config on free ports under ``tmp``; ``evidence`` holds extra fields of that section."""
     text = f"""
 state_dir: {tmp}/state
 models:
@@ -25,6 +27,7 @@ cameras:
 {cameras}
 rules:
 {rules or '  []'}
+evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}", dir: {tmp}/evidence, {evidence}}}
 {extra}
 """
     return parse_config(text)

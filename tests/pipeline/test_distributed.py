@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from pipeline.routing import assign_workers
@@ -34,6 +35,7 @@ cameras:
 {camera_lines}
 rules: [{{name: r, model: a, threshold: 1.5, clear_threshold: 1.0, cooldown_s: 5}}]
 outputs: [{{type: jsonl, path: {tmp_path}/alerts.jsonl}}]
+evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
 """)
     ports = {name: free_port() for name in ("sink", "infer0", "infer1", "capture")}
     commands = {"sink": ["sink"], "infer0": ["infer", "--worker", "0"], "infer1": ["infer", "--worker", "1"],
@@ -62,4 +64,7 @@ outputs: [{{type: jsonl, path: {tmp_path}/alerts.jsonl}}]
     assert "vidwatch_end_to_end_latency_seconds_count" in sink_text
     alerts = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     assert {a["camera"] for a in alerts} <= set(cameras) and alerts
+    # Snapshots crossed from the capture process to the sink process: the camera's 768x432 frame.
+    widths = [cv2.imread(a["snapshot"]).shape[1] for a in alerts if a["state"] == "start" and a["snapshot"]]
+    assert 768 in widths, widths
     assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]

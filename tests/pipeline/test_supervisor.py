@@ -37,6 +37,7 @@ inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
 sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
 cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
 metrics: {{port: {free_port()}}}
+evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
 """)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,36 @@
+"""FFmpeg-side checks for tests: what ffprobe says of a file, whether it decodes, faststart."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+
+def ffmpeg_missing() -> str | None:
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    return f"{', '.join(missing)} not installed (deploy/install-system-deps.sh)" if missing else None
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Duration (s) and the video stream's codec, pixel format and size, as ffprobe reports them."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "format=duration:stream=codec_name,pix_fmt,width,height", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True, timeout=30)
+    data = json.loads(out.stdout)
+    return {"duration": float(data["format"]["duration"]), **data["streams"][0]}
+
+
+def decode_errors(path: Path) -> str:
+    """FFmpeg's complaints when decoding every frame ("" for a clean file)."""
+    done = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+                          capture_output=True, text=True, timeout=60)
+    return done.stderr.strip() + ("" if done.returncode == 0 else f" (exit {done.returncode})")
+
+
+def is_faststart(path: Path) -> bool:
+    """The moov atom comes before the media data, so a browser can start playing at once."""
+    head = path.read_bytes()
+    return 0 <= head.find(b"moov") < head.find(b"mdat")
