@@ -24,10 +24,14 @@ def probe(path: Path) -> dict[str, Any]:
 
 
 def decode_errors(path: Path) -> str:
-    """FFmpeg's complaints when decoding every frame ("" for a clean file)."""
-    done = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-f", "null", "-"],
+    """The decoder's complaints when decoding every frame ("" for a clean file with frames)."""
+    done = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                           "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
                           capture_output=True, text=True, timeout=60)
-    return done.stderr.strip() + ("" if done.returncode == 0 else f" (exit {done.returncode})")
+    frames = done.stdout.strip()
+    if done.returncode != 0 or not frames.isdigit() or int(frames) == 0:
+        return f"no frames decoded (exit {done.returncode}): {done.stderr.strip()}"
+    return done.stderr.strip()
 
 
 def is_faststart(path: Path) -> bool:
