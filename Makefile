@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test lint bench models sysdeps clean help dashboard
 help:
-	@echo "make demo   - set up .venv, build the shipped models, run the demo (~1 min), show alerts + metrics URL"
+	@echo "make demo   - set up .venv, build the shipped models, run the demo (~1 min), show alerts, events page + metrics URL"
 	@echo "make test   - run the test suite (installs Debian test servers when run as root)"
 	@echo "make bench  - benchmarks -> benchmarks/results/<date>-<host>.{json,md,png}"
 	@echo "make lint   - ruff + mypy"
@@ -36,7 +36,8 @@ demo: $(MODELS)/.built
 	$(VIDWATCH) run deploy/examples/demo.yaml --duration $(DEMO_SECONDS)
 	@echo
 	$(VIDWATCH) alerts var/demo/alerts.jsonl
-	@echo "snapshots: var/demo/snapshots/  metrics were served at http://127.0.0.1:9108/metrics while it ran"
+	@echo "snapshots: var/demo/snapshots/  clips: var/demo/evidence/clips/  metrics were served at http://127.0.0.1:9108/metrics while it ran"
+	@echo "browse the events again: $(VIDWATCH) events deploy/examples/demo.yaml   -> http://127.0.0.1:9108/events"
 	@echo "keep it running: $(VIDWATCH) run deploy/examples/demo.yaml   (Ctrl-C stops)"
 
 test: $(MODELS)/.built sysdeps

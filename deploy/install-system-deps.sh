@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian 12 system packages vidwatch needs beside its Python wheels: the GStreamer RTSP server
-# (tests start a real one), FFmpeg, Prometheus and mosquitto (tests run them on loopback).
+# (tests start a real one), FFmpeg (event clips at run time), Prometheus and mosquitto (tests run
+# them on loopback), Chromium (the events page is tested in it, headless, through Playwright).
 #
 # Idempotent: exits at once when every package is already installed. Safe to run as root in CI
 # (uses sudo only when not root). Package daemons are never started by the install: tests start
@@ -21,6 +22,7 @@ PACKAGES=(
   prometheus
   mosquitto
   ffmpeg
+  chromium
 )
 # Daemons the Debian packages enable; stopped/disabled after install where an init system runs them.
 DAEMONS=(prometheus prometheus-node-exporter mosquitto)

@@ -81,3 +81,15 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_bad_endpoint() -> None:
     with pytest.raises(ConfigError, match=r"inference.endpoint .*ZeroMQ endpoint"):
         parse_config(VALID + "inference: {endpoint: 'localhost:5550'}\n")
+
+
+def test_evidence_defaults_and_a_ring_too_short_for_a_clip() -> None:
+    config = parse_config(VALID + "state_dir: /srv/vw\n")
+    assert config.evidence_dir() == Path("/srv/vw/evidence")
+    assert config.evidence.ring_seconds() == 60 + 5 + 5 + 30
+    with pytest.raises(ConfigError) as err:
+        parse_config(VALID + "evidence: {max_clip_s: 60, ring_s: 20}\n")
+    assert "ring_s (20.0) must be >= max_clip_s + pre_s (65.0)" in err.value.problems[0]
+    with pytest.raises(ConfigError) as err:
+        parse_config(VALID + "evidence: {endpoint: 'localhost:5570'}\n")
+    assert err.value.problems[0].startswith("evidence.endpoint (line 8): must be a ZeroMQ endpoint")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import zmq
 from prometheus_client import CollectorRegistry
 
+from pipeline.evidence_ring import FrameRing, SnapshotServer, group_endpoint
 from pipeline.sink import Sink
 from pipeline.wire import encode_results
 from tests.pipeline.stage_helpers import make_config, running
@@ -80,3 +82,36 @@ def test_full_disk_output_keeps_the_alert_and_retries(models_dir: Path, tmp_path
     recovered = [json.loads(line) for line in (tmp_path / "recovered.jsonl").read_text().splitlines()]
     assert recovered[0]["state"] == "start"
     assert [json.loads(x)["state"] for x in (tmp_path / "alerts.jsonl").read_text().splitlines()][0] == "start"
+
+
+def test_snapshot_is_the_native_frame_from_capture_and_end_waits_for_clip(models_dir: Path, tmp_path: Path) -> None:
+    """Capture's frame ring answers at 1280x720 (the model frame is 224x224); clips on but no ring
+    recorded: the end record still goes out, with ``clip: null`` and the reason."""
+    config = make_config(models_dir, tmp_path, "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         RULE, evidence="clips: true, snapshot_timeout_s: 5")
+    ring = FrameRing(seconds=10, fps=10)
+    for seq in range(8):
+        ring.push(seq, time.time(), np.full((720, 1280, 3), 20 * seq, np.uint8))
+    stop = threading.Event()
+    server = SnapshotServer(group_endpoint(config.evidence.endpoint, 0), {"cam": ring}, stop)
+    server.start()
+    registry = CollectorRegistry()
+    try:
+        with running(Sink(config, registry)):
+            _send_scores(config.sink.endpoint, [0.2, 1.8, 2.5, 2.0, 1.2, 0.4])
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (tmp_path / "alerts.jsonl").read_text().count("\n") < 2:
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        server.join(5)
+    start, end = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    snapshot = cv2.imread(start["snapshot"])
+    assert snapshot is not None and snapshot.shape == (720, 1280, 3)
+    # Frame seq 3 (grey 60): the window that held the score 0.5 s; off the heat map's diagonal.
+    assert abs(int(snapshot[550, 100, 0]) - 60) <= 3
+    assert snapshot[-40:, :400].max() > 200 and snapshot[-3:, 800:900].max() < 40  # caption: white on a dark band
+    assert start["clip"] is None and end["state"] == "end"
+    assert end["clip"] is None and "no recorded video" in end["clip_error"]
+    assert registry.get_sample_value("vidwatch_snapshots_total", {"resolution": "full"}) == 1
+    assert registry.get_sample_value("vidwatch_clips_total", {"result": "failed"}) == 1

@@ -1,0 +1,51 @@
+"""An RTSP camera's segment ring keeps the camera's own H.264 packets (stream copy, no re-encode),
+from a real GStreamer RTSP server; clips cut from it play."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.clips import cut_clip, read_index
+from pipeline.config import EvidenceConfig
+from pipeline.segment_ring import SegmentRecorder, copy_command, recording_mode, ring_dir
+from tests.conftest import PEOPLE_CLIP
+from tests.support.rtsp import rtsp_available, rtsp_server
+from tests.support.video import decode_errors, ffmpeg_missing, probe
+
+
+def test_rtsp_is_copied_everything_else_encoded() -> None:
+    assert recording_mode("rtsp://user:pw@cam/stream") == "copy"
+    assert recording_mode("RTSPS://cam/stream") == "copy"
+    assert recording_mode("video.mp4") == "encode" and recording_mode(0) == "encode"
+    assert recording_mode("http://cam/mjpeg") == "encode"
+    command = copy_command("rtsp://cam/s", Path("/r"), EvidenceConfig())
+    assert command[command.index("-c") + 1] == "copy" and "libx264" not in command
+
+
+@pytest.mark.rtsp
+@pytest.mark.slow
+def test_rtsp_ring_keeps_the_camera_packets_and_cuts_a_clip(tmp_path: Path) -> None:
+    ok, reason = rtsp_available()
+    if not ok or ffmpeg_missing():
+        pytest.skip(reason if not ok else str(ffmpeg_missing()))
+    with rtsp_server({"cam0": PEOPLE_CLIP}) as server:
+        recorder = SegmentRecorder("cam0", server.url("cam0"), 10.0, tmp_path, EvidenceConfig(segment_s=1.0))
+        recorder.start()
+        started = time.time()
+        folder = ring_dir(tmp_path, "cam0")
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and sum(s.end - s.start for s in read_index(folder)) < 6.0:
+            time.sleep(0.5)
+        recorder.close()
+    segments = read_index(folder)
+    assert sum(s.end - s.start for s in segments) >= 5.0, segments
+    assert started - 2 < segments[0].start < segments[-1].end < time.time() + 1  # wall-clock times
+    out = cut_clip(folder, segments[0].start + 0.5, segments[-1].end - 0.5, tmp_path / "clip.mp4")
+    info = probe(out)
+    source = probe(PEOPLE_CLIP)
+    assert (info["codec_name"], info["width"], info["height"]) == ("h264", source["width"], source["height"])
+    assert abs(info["duration"] - (segments[-1].end - segments[0].start - 1.0)) <= 1.5
+    assert decode_errors(out) == ""
