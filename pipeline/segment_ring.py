@@ -80,7 +80,8 @@ class SegmentRecorder:
         self.dropped = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._size: tuple[int, int] | None = None
-        self._frames: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max(2, int(fps)))
+        # Short: FFmpeg stamps a frame when it reads it, so a queued frame would be stamped late.
+        self._frames: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max(2, round(fps * 0.3)))
         self._closed = threading.Event()
         self._failures = 0
         self._next_start = 0.0
