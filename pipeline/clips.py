@@ -72,13 +72,14 @@ def concat_list(segments: list[Segment], t_from: float, t_to: float) -> str:
     """An ffconcat script playing ``[t_from, t_to]`` of the given segments."""
     lines = ["ffconcat version 1.0"]
     for seg, after in zip(segments, [*segments[1:], None], strict=True):
+        inpoint = max(0.0, t_from - seg.start)
         lines.append(f"file '{seg.path.resolve()}'")
-        # The true span up to the next segment: a file's own duration misses its last frame's,
-        # and the concat demuxer would pull every later segment early by that much.
+        # The true span up to the next segment (less the inpoint, as the demuxer counts it): a file's
+        # own duration misses its last frame's, and every later segment would be pulled early.
         span = (after.start if after is not None and after.start - seg.end < 2.0 else seg.end + 0.1) - seg.start
-        lines.append(f"duration {span:.3f}")
-        if t_from > seg.start:
-            lines.append(f"inpoint {t_from - seg.start:.3f}")
+        lines.append(f"duration {span - inpoint:.3f}")
+        if inpoint > 0:
+            lines.append(f"inpoint {inpoint:.3f}")
         if t_to < seg.end:
             lines.append(f"outpoint {t_to - seg.start:.3f}")
     return "\n".join(lines) + "\n"
@@ -145,11 +146,12 @@ class ClipWorker(threading.Thread):
     def clip_path(self, alert: Alert) -> Path:
         return self.evidence_dir / "clips" / alert.camera / f"{alert.id}.mp4"
 
-    def submit(self, end_record: Alert) -> None:
-        """Cut the clip of an ended alert, then hand the record back with ``clip`` filled in."""
-        t_from = end_record.start - self.settings.pre_s
+    def submit(self, end_record: Alert, pre_s: float | None = None, post_s: float | None = None) -> None:
+        """Cut the clip of an ended alert (``pre_s``/``post_s``: the rule's, else the evidence
+        settings'), then hand the record back with ``clip`` filled in."""
+        t_from = end_record.start - (self.settings.pre_s if pre_s is None else pre_s)
         t_end = end_record.end if end_record.end is not None else time.time()
-        t_to = min(t_end + self.settings.post_s, t_from + self.settings.max_clip_s)
+        t_to = min(t_end + (self.settings.post_s if post_s is None else post_s), t_from + self.settings.max_clip_s)
         with self._lock:
             self._unfinished[end_record.id] = end_record
         self._jobs.put(_Job(end_record, t_from, t_to))

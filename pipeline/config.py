@@ -108,6 +108,8 @@ class RuleConfig(_Frozen):
     min_duration_s: float = Field(0.0, ge=0)
     cooldown_s: float = Field(30.0, ge=0, description="per camera, after an alert ends")
     cameras: list[str] = Field(default_factory=list, description="empty: every camera running the model")
+    pre_s: float | None = Field(None, ge=0, le=60, description="clip before the alert; default evidence.pre_s")
+    post_s: float | None = Field(None, ge=0, le=60, description="clip after the alert; default evidence.post_s")
 
     @model_validator(mode="after")
     def _hysteresis(self) -> RuleConfig:

@@ -209,7 +209,8 @@ class Sink:
     def _end(self, end_record: Alert) -> None:
         """Send the end now, or once its clip is cut (``_deliver_clipped``) when clips are on."""
         if self.config.evidence.clips:
-            self.clip_worker.submit(end_record)
+            rule = next((r.config for r in self.rules if r.config.name == end_record.rule), None)
+            self.clip_worker.submit(end_record, rule.pre_s if rule else None, rule.post_s if rule else None)
         else:
             self.deliver(end_record)
 
