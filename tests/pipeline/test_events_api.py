@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +16,15 @@ from pipeline.alerts import Alert
 from pipeline.config import Config, parse_config
 from pipeline.events_api import register_events
 from pipeline.http_server import HttpServer
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 
 def _config(tmp: Path, models_dir: Path) -> Config:
-    return parse_config(f"""
+    return parse_config(_config_text(tmp, models_dir))
+
+
+def _config_text(tmp: Path, models_dir: Path, port: int = 9108) -> str:
+    return (f"""
 state_dir: {tmp}/state
 models: {{a: {{path: {models_dir}/demo-anomaly}}}}
 cameras:
@@ -28,6 +34,7 @@ rules: [{{name: crowd, model: a, threshold: 1.5}}, {{name: loiter, model: a, thr
 outputs: [{{type: jsonl, path: {tmp}/alerts.jsonl}}]
 sink: {{snapshots_dir: {tmp}/snapshots}}
 evidence: {{dir: {tmp}/evidence}}
+metrics: {{port: {port}}}
 """)
 
 
@@ -141,3 +148,28 @@ def test_nothing_outside_the_evidence_folders_is_served(server: tuple[HttpServer
 def test_page_is_served(server: tuple[HttpServer, float]) -> None:
     status, headers, body = _get(server[0], "/events")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"/api/events" in body
+
+
+def test_events_command_serves_the_page_after_a_run(tmp_path: Path, models_dir: Path) -> None:
+    now = time.time()
+    (tmp_path / "alerts.jsonl").write_text("".join(a.to_json() + "\n" for a in _alerts(tmp_path, now)))
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(_config_text(tmp_path, models_dir, port))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "events", str(config), "--duration", "30"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, body = time.monotonic() + 20, b""
+        while time.monotonic() < deadline and not body:
+            time.sleep(0.3)
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/api/events?camera=north")
+                body = conn.getresponse().read()
+            except OSError:
+                continue
+        assert json.loads(body)["total"] == 4
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert f"events page: http://127.0.0.1:{port}/events" in out
