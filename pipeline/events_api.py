@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,11 @@ class EventsApi:
         live = status.get("cameras", {}) if isinstance(status, dict) else {}
         updated = float(status.get("updated", 0.0)) if isinstance(status, dict) else 0.0
         cameras = []
+        now = time.time()  # a sink that stopped writing leaves every camera down, not frozen up
         for camera in self.config.cameras:  # never the source: an RTSP URL can carry a password
             st = live.get(camera.id, {})
             last = st.get("last_result")
-            up = bool(last) and updated - float(last) < STALE_S
+            up = bool(last) and now - float(last) < STALE_S
             cameras.append({"id": camera.id, "fps": camera.fps, "models": [m.model for m in camera.models],
                             "state": "up" if up else "down", **st})
         return json_response({"updated": updated or None, "cameras": cameras})

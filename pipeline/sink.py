@@ -43,6 +43,7 @@ from pipeline.wire import decode_results
 logger = logging.getLogger(__name__)
 
 CLIP_FINISH_TIMEOUT_S = 8.0
+STATUS_WRITE_S = 2.0  # how fresh the events page's camera status is
 
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
@@ -93,6 +94,7 @@ class Sink:
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
         self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)
         self._last_status = time.monotonic()
+        self._last_status_write = 0.0
         self._open: dict[str, Alert] = {}  # alert id -> its start record
         self.group_of = {c.id: c.group for c in config.cameras}
         self.snapshot_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
@@ -176,7 +178,7 @@ class Sink:
         # Rule times are stream times; the alert's start is the wall time the condition began.
         start = now - (float(result["t_stream"]) - tr.start)
         caption = (f"{camera}  {rule.config.name}  {label}={tr.peak:.2f}  "
-                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(result['t_capture'])))}")
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(float(result['t_capture'])))}")
         snapshot_path = self._snapshot(camera, tr.alert_id, int(result["seq"]), snapshot, result.get("heatmap"),
                                        caption)
         alert = Alert(id=tr.alert_id, state="start", camera=camera, rule=rule.config.name,
@@ -243,12 +245,14 @@ class Sink:
             self.status.setdefault(camera, CameraStatus()).capture.update(stats)
 
     def _maybe_print_status(self) -> None:
+        if time.monotonic() - self._last_status_write >= STATUS_WRITE_S:
+            self._last_status_write = time.monotonic()
+            self.write_status()
         if time.monotonic() - self._last_status < self.config.sink.status_interval_s:
             return
         self._last_status = time.monotonic()
         for line in self.status_lines():
             print(line, flush=True)
-        self.write_status()
 
     def write_status(self) -> None:
         """Per-camera status as JSON in the evidence dir, for the events page (any process can read it)."""
