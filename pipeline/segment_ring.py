@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 FFMPEG = "ffmpeg"
 INDEX_NAME = "index.csv"
 _RESTART_S = (1.0, 30.0)
+# Encoding FFmpegs end when their stdin closes; stream-copy ones get SIGTERM when their parent dies.
+_SETPRIV = shutil.which("setpriv")
 
 
 def ring_dir(evidence_dir: Path, camera: str) -> Path:
@@ -157,6 +160,8 @@ class SegmentRecorder:
 
     # -- process --------------------------------------------------------------------------
     def _spawn(self, command: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
+        if stdin is None and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
+            command = [_SETPRIV, "--pdeathsig", "TERM", *command]
         try:
             return subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError as exc:

@@ -3,6 +3,9 @@ from a real GStreamer RTSP server; clips cut from it play."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 from pipeline.clips import cut_clip, read_index
 from pipeline.config import EvidenceConfig
 from pipeline.segment_ring import SegmentRecorder, copy_command, recording_mode, ring_dir
-from tests.conftest import PEOPLE_CLIP
+from tests.conftest import PEOPLE_CLIP, ROOT
 from tests.support.rtsp import rtsp_available, rtsp_server
 from tests.support.video import decode_errors, ffmpeg_missing, probe
 
@@ -49,3 +52,41 @@ def test_rtsp_ring_keeps_the_camera_packets_and_cuts_a_clip(tmp_path: Path) -> N
     assert (info["codec_name"], info["width"], info["height"]) == ("h264", source["width"], source["height"])
     assert abs(info["duration"] - (segments[-1].end - segments[0].start - 1.0)) <= 1.5
     assert decode_errors(out) == ""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+def test_copy_ffmpeg_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A capture node killed with SIGKILL must not leave FFmpeg recording its camera."""
+    script = (f"import time; from pathlib import Path; from pipeline.config import EvidenceConfig\n"
+              f"from pipeline.segment_ring import SegmentRecorder\n"
+              f"r = SegmentRecorder('c', 'rtsp://127.0.0.1:9/none', 10, Path({str(tmp_path)!r}), EvidenceConfig())\n"
+              f"r._spawn(['sleep', '60']); print('spawned', flush=True); time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None and parent.stdout.readline().strip() == "spawned"
+    child = _children(parent.pid)
+    assert child, "the recorder's child process was not found"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child[0]}").exists() and not _zombie(child[0]):
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child[0]}").exists() or _zombie(child[0])
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
