@@ -9,6 +9,8 @@ clip may begin up to one keyframe interval early.
 The ``ClipWorker`` thread does this for the sink: cutting waits for the post-roll to be recorded,
 so it never blocks the sink's decisions. The sink holds an alert's *end* record until its clip is
 cut (or has failed) and then sends it with ``clip`` set, or ``clip: null`` and ``clip_error``.
+A ring this host cannot see (capture on another host) is cut by the capture node and the MP4
+comes back over the snapshot socket (``remote``, ``pipeline/evidence_ring.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class Segment:
     path: Path
     start: float  # wall time of its first frame
     end: float  # wall time of its last frame
+
+
+# (camera, t_from, t_to, final) -> (MP4 bytes, error, still waiting for the post-roll)
+RemoteCut = Callable[[str, float, float, bool], tuple[bytes | None, str, bool]]
 
 
 class ClipError(Exception):
@@ -121,9 +127,9 @@ class ClipWorker(threading.Thread):
     snapshots and clips within the retention limits, reporting the bytes used to ``on_usage``."""
 
     def __init__(self, evidence_dir: Path, settings: EvidenceConfig, snapshots_dir: Path,
-                 on_usage: Callable[[Usage], None] | None = None) -> None:
+                 on_usage: Callable[[Usage], None] | None = None, remote: RemoteCut | None = None) -> None:
         super().__init__(name="clips", daemon=True)
-        self.evidence_dir, self.settings = evidence_dir, settings
+        self.evidence_dir, self.settings, self.remote = evidence_dir, settings, remote
         self.kept = {"snapshots": snapshots_dir, "clips": evidence_dir / "clips"}
         self.on_usage = on_usage
         self.done: queue.Queue[Alert] = queue.Queue()
@@ -190,18 +196,41 @@ class ClipWorker(threading.Thread):
 
     def _cut_due(self, flush: bool) -> None:
         for job in list(self._waiting):
-            folder = ring_dir(self.evidence_dir, job.alert.camera)
-            recorded = max((s.end for s in read_index(folder)), default=0.0)
-            late = time.time() > job.t_to + self.settings.segment_s + WAIT_GRACE_S
-            no_ring = not (folder / INDEX_NAME).exists()  # capture elsewhere, or not recording
-            if flush or no_ring or recorded >= job.t_to or late:
-                self._waiting.remove(job)
-                finished = self._cut(job, folder)
-                with self._lock:
-                    if self._unfinished.pop(job.alert.id, None) is None:
-                        continue  # finish() gave up on it and the sink sent it already
-                self.done.put(finished)
-                self._next_retention = 0.0  # a new clip: check the disk cap at once
+            finished = self._try(job, flush)
+            if finished is None:
+                continue  # the post-roll is not recorded yet
+            self._waiting.remove(job)
+            with self._lock:
+                if self._unfinished.pop(job.alert.id, None) is None:
+                    continue  # finish() gave up on it and the sink sent it already
+            self.done.put(finished)
+            self._next_retention = 0.0  # a new clip: check the disk cap at once
+
+    def _try(self, job: _Job, flush: bool) -> Alert | None:
+        """The end record with its clip (or the reason there is none), or None to wait."""
+        folder = ring_dir(self.evidence_dir, job.alert.camera)
+        final = flush or time.time() > job.t_to + self.settings.segment_s + WAIT_GRACE_S
+        if not (folder / INDEX_NAME).exists() and self.remote is not None:  # the ring is on capture's host
+            data, error, wait = self.remote(job.alert.camera, job.t_from, job.t_to, final)
+            return None if wait else self._store(job, data, error)
+        recorded = max((s.end for s in read_index(folder)), default=0.0)
+        if not (final or recorded >= job.t_to or not (folder / INDEX_NAME).exists()):
+            return None
+        return self._cut(job, folder)
+
+    def _store(self, job: _Job, data: bytes | None, error: str) -> Alert:
+        path = self.clip_path(job.alert)
+        try:
+            if data is None:
+                raise ClipError(f"capture node: {error}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.mp4")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            return replace(job.alert, clip=str(path), clip_error=None)
+        except (ClipError, OSError) as exc:
+            logger.error("clip of alert %s (camera %s) failed: %s", job.alert.id, job.alert.camera, exc)
+            return replace(job.alert, clip=None, clip_error=str(exc))
 
     def _cut(self, job: _Job, folder: Path) -> Alert:
         try:

@@ -10,7 +10,8 @@ Why on request and not every frame: JPEG-encoding every sampled frame would cost
 node a few ms per frame per camera for pictures nobody asks for (alerts are rare); holding raw
 frames costs only memory (about 0.7 MB per 640x360 frame, ``frame_ring_s`` x fps of them).
 Why a socket and not a file: the sink may run on another host (``vidwatch sink`` over tcp://),
-and a socket reaches it where a folder does not.
+and a socket reaches it where a folder does not. For the same reason the socket also cuts event
+clips from this host's segment rings (``op: clip``) for a sink that cannot read them.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import zmq
 
+from pipeline.clips import CUT_TIMEOUT_S, ClipError, cut_clip, read_index
 from pipeline.config import CameraConfig, Config
-from pipeline.segment_ring import SegmentRecorder
+from pipeline.segment_ring import SegmentRecorder, ring_dir
 from pipeline.transport import DEFAULTS, worker_endpoint
 
 logger = logging.getLogger(__name__)
@@ -73,11 +77,13 @@ class FrameRing:
 
 
 class SnapshotServer(threading.Thread):
-    """Answers snapshot requests for one capture group's cameras from their frame rings."""
+    """Answers snapshot requests for one capture group's cameras from their frame rings, and clip
+    requests from their segment rings (``ring_dirs``)."""
 
-    def __init__(self, endpoint: str, rings: dict[str, FrameRing], stop: threading.Event) -> None:
+    def __init__(self, endpoint: str, rings: dict[str, FrameRing], stop: threading.Event,
+                 ring_dirs: dict[str, Path] | None = None) -> None:
         super().__init__(name="snapshot-server", daemon=True)
-        self.rings, self.stop = rings, stop
+        self.rings, self.stop, self.ring_dirs = rings, stop, ring_dirs or {}
         self.sock: zmq.Socket = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(endpoint)  # a clash is reported by the caller (capture start fails loudly)
@@ -95,13 +101,34 @@ class SnapshotServer(threading.Thread):
         if len(parts) < 2:
             return
         peer, body = parts[0], parts[-1]
+        request: dict[str, Any] = {}
         try:
             request = json.loads(body)
-            header, jpeg = self.snapshot(str(request["camera"]), int(request["seq"]))
-            header["id"] = request.get("id")
-        except (ValueError, KeyError, TypeError) as exc:
-            header, jpeg = {"ok": False, "error": f"bad request: {exc}"}, b""
-        self.sock.send_multipart([peer, b"", json.dumps(header).encode(), jpeg])
+            if request.get("op") == "clip":
+                header, data = self.clip(str(request["camera"]), float(request["t_from"]), float(request["t_to"]),
+                                         bool(request.get("final")))
+            else:
+                header, data = self.snapshot(str(request["camera"]), int(request["seq"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            header, data = {"ok": False, "error": f"bad request: {exc}"}, b""
+        header["id"] = request.get("id") if isinstance(request, dict) else None
+        self.sock.send_multipart([peer, b"", json.dumps(header).encode(), data])
+
+    def clip(self, camera: str, t_from: float, t_to: float, final: bool) -> tuple[dict[str, Any], bytes]:
+        """The MP4 of ``[t_from, t_to]``; ``wait`` while the ring has not recorded ``t_to`` yet."""
+        folder = self.ring_dirs.get(camera)
+        if folder is None:
+            return {"ok": False, "error": f"camera {camera!r} is not recorded on this capture node"}, b""
+        recorded = max((s.end for s in read_index(folder)), default=0.0)
+        if recorded < t_to and not final:
+            return {"ok": False, "wait": True, "recorded": recorded}, b""
+        out = folder / f"clip-{uuid.uuid4().hex[:8]}.mp4"
+        try:
+            return {"ok": True}, cut_clip(folder, t_from, t_to, out).read_bytes()
+        except (ClipError, OSError) as exc:
+            return {"ok": False, "error": str(exc)}, b""
+        finally:
+            out.unlink(missing_ok=True)
 
     def snapshot(self, camera: str, seq: int) -> tuple[dict[str, Any], bytes]:
         ring = self.rings.get(camera)
@@ -139,25 +166,37 @@ class SnapshotClient:
 
     def fetch(self, group: int, camera: str, seq: int) -> tuple[bytes | None, str]:
         """(JPEG, "") for the camera's frame ``seq`` (or nearest held), or (None, why not)."""
+        header, data = self._request(group, {"camera": camera, "seq": seq}, self.timeout_s)
+        return (data, "") if header.get("ok") else (None, str(header.get("error", "capture node refused")))
+
+    def fetch_clip(self, group: int, camera: str, t_from: float, t_to: float,
+                   final: bool) -> tuple[bytes | None, str, bool]:
+        """(MP4, "", False) cut on the capture node, (None, "", True) while it has not recorded
+        ``t_to`` yet (unless ``final``), or (None, why not, False)."""
+        header, data = self._request(group, {"op": "clip", "camera": camera, "t_from": t_from, "t_to": t_to,
+                                             "final": final}, CUT_TIMEOUT_S + self.timeout_s)
+        if header.get("ok"):
+            return data, "", False
+        return None, str(header.get("error", "")), bool(header.get("wait"))
+
+    def _request(self, group: int, payload: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], bytes]:
         sock = self.sockets[group]
         self._next_id += 1
         request_id = self._next_id
         try:
-            sock.send_multipart([b"", json.dumps({"id": request_id, "camera": camera, "seq": seq}).encode()])
+            sock.send_multipart([b"", json.dumps({"id": request_id, **payload}).encode()])
         except zmq.Again:
-            return None, "capture node is not connected"
-        deadline = time.monotonic() + self.timeout_s
+            return {"ok": False, "error": "capture node is not connected"}, b""
+        deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if not sock.poll(int(left * 1000) + 1):
                 break
             parts = sock.recv_multipart()
             header = json.loads(parts[-2]) if len(parts) >= 2 else {}
-            if header.get("id") != request_id:
-                continue  # a late answer to an earlier request that timed out
-            if not header.get("ok"):
-                return None, str(header.get("error", "capture node refused"))
-            return parts[-1], ""
-        return None, f"capture node did not answer in {self.timeout_s:.1f} s"
+            if header.get("id") == request_id:
+                return header, parts[-1]
+            # else: a late answer to an earlier request that timed out
+        return {"ok": False, "error": f"capture node did not answer in {timeout_s:.1f} s"}, b""
 
     def close(self) -> None:
         for sock in self.sockets.values():
@@ -197,8 +236,9 @@ def start_snapshot_server(config: Config, group: int, evidence: dict[str, Camera
                           stop: threading.Event) -> SnapshotServer | None:
     """Serve this group's frames; without the port, snapshots fall back to model size (logged)."""
     endpoint = group_endpoint(config.evidence.endpoint, group)
+    ring_dirs = {cam: ring_dir(config.evidence_dir(), cam) for cam in evidence} if config.evidence.clips else {}
     try:
-        server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop)
+        server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop, ring_dirs)
     except zmq.ZMQError as exc:
         logger.error("capture: cannot serve snapshots on %s (%s); alerts get model-size snapshots. "
                      "Set evidence.endpoint to a free port", endpoint, exc)

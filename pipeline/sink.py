@@ -100,8 +100,12 @@ class Sink:
         self.snapshot_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
                                               config.evidence.snapshot_timeout_s)
         self.evidence_dir = config.evidence_dir()
-        self.clip_worker = ClipWorker(self.evidence_dir, config.evidence, config.sink.snapshots_dir,
-                                      self._record_usage)
+        clip_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
+                                     config.evidence.snapshot_timeout_s)
+        self.clip_worker = ClipWorker(  # rings this host cannot see are cut by their capture node
+            self.evidence_dir, config.evidence, config.sink.snapshots_dir, self._record_usage,
+            lambda camera, t_from, t_to, final: clip_client.fetch_clip(self.group_of.get(camera, 0), camera, t_from,
+                                                                       t_to, final))
         self.clip_worker.start()
 
     def run(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 from pipeline.alerts import Alert
 from pipeline.clips import ClipError, ClipWorker, cut_clip, read_index
 from pipeline.config import EvidenceConfig
+from pipeline.evidence_ring import SnapshotClient, SnapshotServer, group_endpoint
 from pipeline.retention import Usage
 from pipeline.segment_ring import SegmentRecorder, ring_dir
+from tests.conftest import free_port
 from tests.support.video import decode_errors, ffmpeg_missing, is_faststart, probe
 
 pytestmark = pytest.mark.skipif(ffmpeg_missing() is not None, reason=str(ffmpeg_missing()))
@@ -105,3 +108,30 @@ def test_ring_stays_bounded(tmp_path: Path) -> None:
     files = list(folder.glob("seg-*.mp4"))
     listed = read_index(folder)
     assert len(files) <= 8 and 1 <= len(listed) <= 6, (len(files), len(listed))  # ~20 segments were written
+
+
+def test_ring_on_another_host_is_cut_by_its_capture_node(ring: tuple[Path, float, float], tmp_path: Path) -> None:
+    """The sink's folder has no ring (capture on another host): the clip comes over the socket."""
+    evidence_dir, first, _ = ring
+    base = f"tcp://127.0.0.1:{free_port()}"
+    stop = threading.Event()
+    server = SnapshotServer(group_endpoint(base, 0), {}, stop, {"cam": ring_dir(evidence_dir, "cam")})
+    server.start()
+    client = SnapshotClient(base, [0], timeout_s=5.0)
+    worker = ClipWorker(tmp_path / "sink-evidence", EvidenceConfig(pre_s=1.0, post_s=1.0), tmp_path / "snapshots",
+                        remote=lambda cam, a, b, final: client.fetch_clip(0, cam, a, b, final))
+    worker.start()
+    try:
+        worker.submit(_alert(first + 3.0, first + 5.0))
+        worker.submit(_alert(first + 3.0, first + 5.0, camera="elsewhere"))
+        got = {a.camera: a for a in (worker.done.get(timeout=60) for _ in range(2))}
+    finally:
+        worker.finish(5)
+        stop.set()
+        server.join(5)
+        client.close()
+    clip = got["cam"].clip
+    assert clip is not None and Path(clip).is_relative_to(tmp_path / "sink-evidence" / "clips")
+    assert abs(probe(Path(clip))["duration"] - 4.0) <= 1.0 and decode_errors(Path(clip)) == ""
+    assert got["elsewhere"].clip is None and "not recorded on this capture node" in str(got["elsewhere"].clip_error)
+    assert not list(ring_dir(evidence_dir, "cam").glob("clip-*"))  # the capture node cleaned up

@@ -86,7 +86,7 @@ def test_full_disk_output_keeps_the_alert_and_retries(models_dir: Path, tmp_path
 
 def test_snapshot_is_the_native_frame_from_capture_and_end_waits_for_clip(models_dir: Path, tmp_path: Path) -> None:
     """Capture's frame ring answers at 1280x720 (the model frame is 224x224); clips on but no ring
-    recorded: the end record still goes out, with ``clip: null`` and the reason."""
+    recorded here or on the capture node: the end record still goes out, with ``clip: null`` and why."""
     config = make_config(models_dir, tmp_path, "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly}]}",
                          RULE, evidence="clips: true, snapshot_timeout_s: 5")
     ring = FrameRing(seconds=10, fps=10)
@@ -112,6 +112,6 @@ def test_snapshot_is_the_native_frame_from_capture_and_end_waits_for_clip(models
     assert abs(int(snapshot[550, 100, 0]) - 60) <= 3
     assert snapshot[-40:, :400].max() > 200 and snapshot[-3:, 800:900].max() < 40  # caption: white on a dark band
     assert start["clip"] is None and end["state"] == "end"
-    assert end["clip"] is None and "no recorded video" in end["clip_error"]
+    assert end["clip"] is None and "not recorded on this capture node" in end["clip_error"]
     assert registry.get_sample_value("vidwatch_snapshots_total", {"resolution": "full"}) == 1
     assert registry.get_sample_value("vidwatch_clips_total", {"result": "failed"}) == 1
