@@ -67,6 +67,10 @@ class SinkMetrics:
         self.snapshots = Counter("vidwatch_snapshots_total", "Alert snapshots by resolution: full (from "
                                  "capture), model (fallback), none", ["resolution"], registry=registry)
         self.clips = Counter("vidwatch_clips_total", "Event clips cut, by result", ["result"], registry=registry)
+        for resolution in ("full", "model", "none"):  # every series from the start, so increase() sees the first
+            self.snapshots.labels(resolution)
+        for result in ("ok", "failed"):
+            self.clips.labels(result)
 
 
 @dataclass
