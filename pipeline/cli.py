@@ -165,6 +165,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 2
     print(f"{args.config}: OK ({len(config.cameras)} cameras, {len(config.models)} models, "
           f"{len(config.rules)} rules, {config.inference.workers} inference workers)")
+    return _check_engine(config.engine)
+
+
+def _check_engine(engine: Any) -> int:
+    """Say which engine runs here (for auto: which it would choose and why not the faster ones)."""
+    from pipeline.engines import choose_auto, missing
+
+    if engine.name == "auto":
+        chosen, skipped = choose_auto()
+        for name, reason in skipped.items():
+            print(f"engine auto: not {name}: {reason}")
+        print(f"engine auto: would choose {chosen}")
+        return 0
+    reason = missing(engine.name)
+    if reason:
+        print(f"error: engine {engine.name!r} cannot run on this machine: {reason}", file=sys.stderr)
+        return 2
+    print(f"engine: {engine.name} is available")
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.engines import ENGINE_NAMES, EngineConfig, OnnxRuntimeConfig
 from pipeline.errors import ConfigError
 from pipeline.outputs import OutputConfig
 
@@ -53,14 +54,6 @@ class CameraConfig(_Frozen):
 
 class PackageConfig(_Frozen):
     path: Path
-
-
-class EngineConfig(_Frozen):
-    name: str = "onnxruntime"
-    providers: list[str] = ["CPUExecutionProvider"]
-    intra_op_threads: int = Field(1, ge=1)
-    max_batch: int = Field(32, ge=1, description="TensorRT optimization profile maximum")
-    fp16: bool = True
 
 
 class CaptureConfig(_Frozen):
@@ -165,7 +158,9 @@ class Config(_Frozen):
     state_dir: Path = Field(Path("var/state"), description="fitted per-camera calibration; alerts queued "
                                                            "for a failing output (outbox/)")
     models: dict[str, PackageConfig]
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = Field(OnnxRuntimeConfig(), description="one engine by name, with its own options "
+                                                                   "(pipeline.engines); 'engine: auto' is short "
+                                                                   "for {name: auto}")
     capture: CaptureConfig = CaptureConfig()
     inference: InferenceConfig = InferenceConfig()
     sink: SinkConfig = SinkConfig()
@@ -174,6 +169,15 @@ class Config(_Frozen):
     outputs: list[Annotated[OutputConfig, Field(discriminator="type")]] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" not in value:
+            return {"name": "onnxruntime", **value}  # the default engine, as before engines had own models
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -296,14 +300,26 @@ def _describe(err: Any, root: yaml.Node | None) -> str:
     line = _line_of(root, loc)
     where = f"{dotted} (line {line})" if line else dotted or "(top level)"
     msg = _plain(err["msg"].removeprefix("Value error, "))
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 3 and err["loc"][0] == "engine":
+        return (f"{where}: engine {err['loc'][1]!r} does not take this option "
+                f"({_engine_options(err['loc'][1])}; see deploy/examples/full.yaml)")
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown field; check the spelling (see deploy/examples/full.yaml)"
+    if err["type"] == "union_tag_invalid":
+        return f"{where}: unknown engine {err['ctx']['tag']!r}; valid: {err['ctx']['expected_tags']}"
     if err["type"] == "missing":
         return f"{where}: required field is missing"
     got = err.get("input")
     if isinstance(got, dict | list) or err["type"].startswith("value_error") and "got" in msg:
         return f"{where}: {msg}"
     return f"{where}: {msg}, got {got!r}"
+
+
+def _engine_options(name: str) -> str:
+    from pipeline.engines import config_model
+
+    options = [f for f in config_model(name).model_fields if f != "name"]
+    return f"its options: {', '.join(options)}" if options else "it takes no options"
 
 
 _PHRASES = (("Input should be ", "must be "), ("greater than or equal to", ">="), ("greater than", ">"),
@@ -316,7 +332,7 @@ def _plain(msg: str) -> str:
     return msg
 
 
-_UNION_TAGS = {"jsonl", "stdout", "mqtt", "webhook"}
+_UNION_TAGS = {"jsonl", "stdout", "mqtt", "webhook", *ENGINE_NAMES}
 
 
 def _dotted(loc: list[Any]) -> str:

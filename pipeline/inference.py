@@ -14,11 +14,12 @@ from typing import Any
 import cv2
 import numpy as np
 import zmq
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.camera_state import StateStore
 from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
+from pipeline.engines import device_of, resolve
 from pipeline.errors import WireError
 from pipeline.modelpkg import load_package, rate_warnings
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
@@ -43,6 +44,8 @@ class InferenceMetrics:
         self.windows = Counter("vidwatch_windows_scored_total", "Windows scored", ["camera", "model"],
                                registry=registry)
         self.stage_seconds = stage_seconds_counter(registry)
+        self.engine_info = Gauge("vidwatch_engine_info", "1 for the engine (and device) this worker runs",
+                                 ["engine", "device"], registry=registry, multiprocess_mode="max")
 
 
 class InferenceWorker:
@@ -56,8 +59,9 @@ class InferenceWorker:
         packages = [load_package(config.models[name].path) for name in used]
         # Config names may differ from manifest names: map config name -> manifest name.
         self.package_names = {name: pkg.name for name, pkg in zip(used, packages, strict=True)}
-        engine = config.engine
-        self.runner = PackageRunner(packages, engine.name, engine.model_dump(exclude={"name"}),
+        engine = resolve(config.engine)  # auto -> the chosen engine; an unavailable one fails here
+        self.metrics.engine_info.labels(engine.name, device_of(engine)).set(1)  # type: ignore[attr-defined]
+        self.runner = PackageRunner(packages, engine.name, engine.options(),  # type: ignore[attr-defined]
                                     StateStore(config.state_dir))
         for warning in rate_warnings(mine, {name: pkg.manifest for name, pkg in zip(used, packages, strict=True)}):
             logger.warning("inference: %s", warning)

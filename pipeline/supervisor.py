@@ -120,6 +120,11 @@ class RestartsCollector:
 
 class Supervisor:
     def __init__(self, config: Config, log_level: int = logging.INFO) -> None:
+        from pipeline.engines import resolve
+
+        # At start-up, before any process: auto picks its engine once (logged, the same in every
+        # worker); an engine this machine cannot run fails here naming what is missing.
+        config = config.model_copy(update={"engine": resolve(config.engine)})
         self.config, self.log_level = config, log_level
         self.ctx = mp.get_context("spawn")  # no forked copies of sockets, threads or ORT sessions
         self.stops = {kind: self.ctx.Event() for kind in STAGE_ORDER}

@@ -1,4 +1,5 @@
-"""The Engine interface: load one graph, run it on named numpy arrays."""
+"""The Engine interface: load one graph, run it on named numpy arrays; and the base of every
+engine's own config model (one frozen pydantic model per engine, declared in its module)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 
 class Engine(Protocol):
@@ -24,3 +26,17 @@ class EngineFactory(Protocol):
     def __call__(self, path: Path, options: Mapping[str, object]) -> Engine:
         """Load the graph at ``path``; ``options`` come from the deployment config."""
         ...
+
+
+class EngineOptions(BaseModel):
+    """Base of the per-engine config models: frozen, unknown options rejected (with their YAML path).
+
+    Each engine module declares ``class XConfig(EngineOptions)`` with ``name: Literal["x"]``;
+    ``pipeline.engines.EngineConfig`` is the union of them, discriminated on ``name``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def options(self) -> dict[str, object]:
+        """The options an engine factory takes (everything but ``name``)."""
+        return self.model_dump(exclude={"name"})

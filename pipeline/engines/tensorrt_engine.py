@@ -1,5 +1,11 @@
-"""TensorRT engine (TensorRT 10 API): builds a serialized engine from the ONNX graph once,
-caches it beside the graph, and runs it with CUDA buffers from cuda-python.
+"""TensorRT engine (TensorRT 10 API): builds a serialized engine (plan) from the ONNX graph once,
+caches it keyed by graph sha256 + GPU name + TensorRT version + precision + batch profile, and runs
+it with CUDA buffers from cuda-python.
+
+Optimization profile: the batch dimension spans 1..max(batch_sizes) with the optimum at the median
+configured size. ``fp16`` lets TensorRT pick float16 kernels; ``int8`` takes effect only for graphs
+carrying Q/DQ nodes (explicit quantization: TensorRT 10 deprecates calibrators) and falls back to
+fp16/fp32 kernels elsewhere. Both go through the accuracy gate (``pipeline.engines.precision``).
 
 TensorRT and cuda-python import only when an engine is created; on machines without them,
 asking for ``engine: tensorrt`` fails with what to install. Tests run it where ``tensorrt``
@@ -12,16 +18,43 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from pipeline.engines.base import Engine
+from pipeline.engines.base import Engine, EngineOptions
 from pipeline.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
 ENGINE_KEY = "tensorrt"
+
+
+class TensorRTConfig(EngineOptions):
+    """``engine: {name: tensorrt}``: TensorRT plans built from the package's ONNX graphs."""
+
+    name: Literal["tensorrt"] = "tensorrt"
+    fp16: bool = True
+    int8: bool = Field(False, description="only graphs with Q/DQ nodes run int8 (explicit quantization)")
+    batch_sizes: list[int] = Field([1, 8, 16, 32], min_length=1, description="optimization profile: 1..max")
+    cache_dir: Path | None = Field(None, description="where plans are cached (default: beside the graph)")
+    allow_precision_loss: bool = Field(False, description="run fp16/int8 even where the accuracy gate refused it")
+
+
+def missing() -> str | None:
+    """What ``tensorrt`` lacks here (None: it can run); imports nothing."""
+    import importlib.util
+
+    from pipeline.engines.torch_engine import nvidia_gpu_visible
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the TensorRT Python package is not installed (pip install tensorrt, from NVIDIA's index)"
+    if importlib.util.find_spec("cuda") is None:
+        return "cuda-python is not installed (pip install cuda-python)"
+    if not nvidia_gpu_visible():
+        return "no NVIDIA GPU is visible"
+    return None
 
 
 def _import_tensorrt() -> tuple[Any, Any]:
@@ -52,9 +85,14 @@ class TensorRTEngine:
     """One TensorRT execution context with a dynamic batch dimension up to ``max_batch``."""
 
     def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
+        config = TensorRTConfig.model_validate({"name": ENGINE_KEY, **options})
         self.trt, self.cudart = _import_tensorrt()
-        self.max_batch = int(options.get("max_batch", 32))
-        self.fp16 = bool(options.get("fp16", True))
+        self.batch_sizes = config.batch_sizes
+        self.max_batch = max(config.batch_sizes)
+        self.fp16, self.int8, self.cache_dir = config.fp16, config.int8, config.cache_dir
+        from pipeline.engines.precision import check_precision
+
+        check_precision(path, "int8" if self.int8 else "fp16" if self.fp16 else "fp32", config.allow_precision_loss)
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         engine_bytes = self._load_or_build(path)
         runtime = self.trt.Runtime(self.logger)
@@ -70,8 +108,16 @@ class TensorRTEngine:
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def _cache_path(self, path: Path) -> Path:
+        """graph sha256 + GPU name + TensorRT version + precision + profile: a plan is only valid for
+        the GPU model and TensorRT release that built it."""
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        return path.with_suffix(f".{digest}.b{self.max_batch}{'.fp16' if self.fp16 else ''}.trt")
+        props = _check(self.cudart.cudaGetDeviceProperties(0))
+        gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        gpu = "".join(c if c.isalnum() else "-" for c in gpu).strip("-")
+        precision = "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+        sizes = "-".join(str(b) for b in self.batch_sizes)
+        name = f"{path.stem}.{digest}.{gpu}.trt{self.trt.__version__}.{precision}.b{sizes}.plan"
+        return (self.cache_dir or path.parent) / name
 
     def _load_or_build(self, path: Path) -> bytes:
         cache = self._cache_path(path)
@@ -87,6 +133,8 @@ class TensorRTEngine:
         config = builder.create_builder_config()
         if self.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
+        if self.int8:
+            config.set_flag(trt.BuilderFlag.INT8)
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
@@ -96,14 +144,15 @@ class TensorRTEngine:
                 raise EngineError(f"{path}: input {tensor.name} has dynamic non-batch dims {shape}; "
                                   "TensorRT profiles here cover the batch dimension only")
             if shape[0] < 0:
-                profile.set_shape(tensor.name, [1, *rest], [max(1, self.max_batch // 2), *rest],
-                                  [self.max_batch, *rest])
+                opt = self.batch_sizes[len(self.batch_sizes) // 2]
+                profile.set_shape(tensor.name, [1, *rest], [opt, *rest], [self.max_batch, *rest])
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise EngineError(f"TensorRT failed to build an engine for {path}")
         data = bytes(serialized)
         try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(data)
         except OSError as exc:  # a read-only package folder only costs a rebuild next start
             logger.warning("could not cache TensorRT engine at %s: %s", cache, exc)
@@ -147,6 +196,8 @@ class TensorRTEngine:
 
 
 def _factory(path: Path, options: Mapping[str, object]) -> Engine:
+    if reason := missing():
+        raise EngineError(f"engine {ENGINE_KEY!r} is not available: {reason}; use engine 'onnxruntime' or 'auto'")
     return TensorRTEngine(path, options)
 
 

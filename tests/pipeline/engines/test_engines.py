@@ -30,8 +30,8 @@ def test_bad_input_is_an_engine_error(models_dir: Path) -> None:
 
 
 def test_unknown_engine_lists_valid_names(models_dir: Path) -> None:
-    assert ENGINES.names() == ["onnxruntime", "tensorrt"]
-    with pytest.raises(UnknownNameError, match="valid: onnxruntime, tensorrt"):
+    assert ENGINES.names() == ["onnxruntime", "ort-cuda", "ort-tensorrt", "tensorrt", "torch-cuda"]
+    with pytest.raises(UnknownNameError, match="valid: onnxruntime, ort-cuda, ort-tensorrt, tensorrt, torch-cuda"):
         create_engine("openvino", _trunk(models_dir))
 
 
