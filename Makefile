@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned (a bare 'torch' pulls a multi-GB CUDA build); it comes from the [models] extra.
 	$(PY) -m pip install -q -e '.[models,dev,mqtt]'
+	# [gpu] extra: onnx2torch, pure Python; --no-deps keeps its torchvision requirement out
+	$(PY) -m pip install -q --no-deps 'onnx2torch>=1.5'
 	touch $@
 
 $(MODELS)/.built: $(VENV)/.installed $(wildcard models/*.py models/*/*.py models/weights/*)

@@ -178,9 +178,9 @@ def _check_engine(engine: Any) -> int:
             print(f"engine auto: not {name}: {reason}")
         print(f"engine auto: would choose {chosen}")
         return 0
-    reason = missing(engine.name)
-    if reason:
-        print(f"error: engine {engine.name!r} cannot run on this machine: {reason}", file=sys.stderr)
+    absent = missing(engine.name)
+    if absent:
+        print(f"error: engine {engine.name!r} cannot run on this machine: {absent}", file=sys.stderr)
         return 2
     print(f"engine: {engine.name} is available")
     return 0

@@ -84,9 +84,9 @@ def resolve(config: EngineOptions) -> EngineOptions:
             logger.info("engine auto: not %s (%s)", passed, reason)
         logger.info("engine auto: chose %s", name)
         return _CONFIGS[name]()
-    reason = missing(config.name)  # type: ignore[attr-defined]
-    if reason:
-        raise EngineError(f"engine {config.name!r} cannot run on this machine: {reason}. "  # type: ignore[attr-defined]
+    absent = missing(config.name)  # type: ignore[attr-defined]
+    if absent:
+        raise EngineError(f"engine {config.name!r} cannot run on this machine: {absent}. "  # type: ignore[attr-defined]
                           "Use engine: onnxruntime (CPU) or engine: auto")
     return config
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.errors import EngineError
 
 
 class Engine(Protocol):
@@ -40,3 +42,15 @@ class EngineOptions(BaseModel):
     def options(self) -> dict[str, object]:
         """The options an engine factory takes (everything but ``name``)."""
         return self.model_dump(exclude={"name"})
+
+
+OptionsT = TypeVar("OptionsT", bound=EngineOptions)
+
+
+def parse_options(model: type[OptionsT], name: str, options: Mapping[str, object]) -> OptionsT:
+    """Options given in code (not through the config file) validated by the engine's model."""
+    try:
+        return model.model_validate({"name": name, **options})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise EngineError(f"engine {name!r}: bad options ({problems})") from exc

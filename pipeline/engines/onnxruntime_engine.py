@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from pipeline.engines.base import Engine, EngineOptions
+from pipeline.engines.base import Engine, EngineOptions, parse_options
 from pipeline.errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -133,19 +133,19 @@ def tensorrt_providers(options: Mapping[str, Any]) -> list[Any]:
 
 
 def _factory(path: Path, options: Mapping[str, object]) -> Engine:
-    OnnxRuntimeConfig.model_validate({"name": ENGINE_KEY, **options})
+    parse_options(OnnxRuntimeConfig, ENGINE_KEY, options)
     return OnnxRuntimeEngine(path, options)
 
 
 def _cuda_factory(path: Path, options: Mapping[str, object]) -> Engine:
-    OrtCudaConfig.model_validate({"name": CUDA_KEY, **options})
+    parse_options(OrtCudaConfig, CUDA_KEY, options)
     if reason := missing_gpu_provider("CUDAExecutionProvider"):
         raise EngineError(f"engine {CUDA_KEY!r} is not available: {reason}")
     return OnnxRuntimeEngine(path, options, cuda_providers(options))
 
 
 def _tensorrt_factory(path: Path, options: Mapping[str, object]) -> Engine:
-    OrtTensorRTConfig.model_validate({"name": TENSORRT_KEY, **options})
+    parse_options(OrtTensorRTConfig, TENSORRT_KEY, options)
     if reason := missing_gpu_provider("TensorrtExecutionProvider"):
         raise EngineError(f"engine {TENSORRT_KEY!r} is not available: {reason}; TensorRT's own libraries "
                           "(libnvinfer) must be on the library path too")

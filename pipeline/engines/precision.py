@@ -1,6 +1,6 @@
 """The accuracy gate at load: a reduced precision (fp16, int8) that lost more than
 ``MAX_LOSS_POINTS`` of the package's task metric, as recorded by the gate benchmark
-(``python -m benchmarks.gpu_gate --record``), is refused unless the engine option
+(``python -m benchmarks.gpu_bench gate --record``), is refused unless the engine option
 ``allow_precision_loss: true`` forces it.
 
 The record is ``precision_gate.json`` beside the graph (in the model package), keyed by the graph's
@@ -38,7 +38,7 @@ def gate_record(path: Path, precision: str) -> dict[str, Any] | None:
         data = json.loads(record.read_text())
     except (OSError, ValueError) as exc:
         raise EngineError(f"{record}: unreadable accuracy-gate record ({exc}); delete it or re-run "
-                          "python -m benchmarks.gpu_gate --record") from exc
+                          "python -m benchmarks.gpu_bench gate --record") from exc
     entry = data.get(graph_sha256(path), {}).get(precision)
     return entry if isinstance(entry, dict) else None
 
@@ -50,7 +50,7 @@ def check_precision(path: Path, precision: str, allow_loss: bool) -> None:
     entry = gate_record(path, precision)
     if entry is None:
         logger.warning("%s at %s: no accuracy-gate record (%s beside the graph); running it unmeasured "
-                       "(python -m benchmarks.gpu_gate --record measures it)", path.name, precision, GATE_FILE)
+                       "(python -m benchmarks.gpu_bench gate --record measures it)", path.name, precision, GATE_FILE)
         return
     loss = float(entry.get("loss_points", 0.0))
     if loss > MAX_LOSS_POINTS and not allow_loss:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from pipeline.engines.base import Engine, EngineOptions
+from pipeline.engines.base import Engine, EngineOptions, parse_options
 from pipeline.errors import EngineError
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class TensorRTEngine:
     """One TensorRT execution context with a dynamic batch dimension up to ``max_batch``."""
 
     def __init__(self, path: Path, options: Mapping[str, Any]) -> None:
-        config = TensorRTConfig.model_validate({"name": ENGINE_KEY, **options})
+        config = parse_options(TensorRTConfig, ENGINE_KEY, options)
         self.trt, self.cudart = _import_tensorrt()
         self.batch_sizes = config.batch_sizes
         self.max_batch = max(config.batch_sizes)

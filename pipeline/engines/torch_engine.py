@@ -38,13 +38,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from pipeline.engines.base import Engine, EngineOptions
+from pipeline.engines.base import Engine, EngineOptions, parse_options
 from pipeline.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
 ENGINE_KEY = "torch-cuda"
 MAX_EXTRA_GRAPHS = 8  # captured on demand for batches above the largest configured size
+MAX_PINNED_BUFFERS = 256
 
 
 class TorchEngineConfig(EngineOptions):
@@ -55,6 +56,7 @@ class TorchEngineConfig(EngineOptions):
     device_index: int = Field(0, ge=0)
     fp16: bool = Field(False, description="torch.autocast float16 (accuracy-gated)")
     cuda_graphs: bool = True
+    tf32: bool = Field(True, description="TF32 convs/matmuls in fp32 (Ampere+): faster, ~1e-3 relative error")
     batch_sizes: list[int] = Field([1, 8, 16, 32], min_length=1, description="CUDA graphs captured for these")
     allow_precision_loss: bool = Field(False, description="run fp16 even where the accuracy gate refused it")
     fallback: Literal["onnxruntime", "error"] = Field(
@@ -227,6 +229,9 @@ class TorchEngine:
             check_precision(path, "fp16", config.allow_precision_loss)
         self.device = torch.device(config.device, config.device_index) if config.device == "cuda" \
             else torch.device("cpu")
+        if config.device == "cuda":  # process-wide flags: one engine config per worker process
+            torch.backends.cudnn.benchmark = True  # fixed shapes (CUDA graphs): pick the fastest conv once
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = config.tf32
         graph = onnx.load(str(path), load_external_data=False).graph
         initializers = {i.name for i in graph.initializer}
         inputs = [i for i in graph.input if i.name not in initializers]
@@ -241,7 +246,7 @@ class TorchEngine:
         self.use_graphs = config.device == "cuda" and config.cuda_graphs and self.batched
         self.stream = torch.cuda.Stream(self.device) if config.device == "cuda" else None
         self._graphs: dict[tuple[tuple[int, ...], ...], _Captured] = {}
-        self._pinned: dict[tuple[str, tuple[int, ...], Any], Any] = {}
+        self._pinned: dict[tuple[Any, ...], Any] = {}
         self._failed_capture: str | None = None
         logger.info("%s: %s on %s%s%s", ENGINE_KEY, path.name, self.device, " fp16" if config.fp16 else "",
                     " with CUDA graphs" if self.use_graphs else "")
@@ -304,6 +309,8 @@ class TorchEngine:
         torch = self.torch
         tdtype = dtype if isinstance(dtype, torch.dtype) else torch.from_numpy(np.empty(0, dtype)).dtype
         full = (*key, tuple(shape), tdtype)
+        if full not in self._pinned and len(self._pinned) >= MAX_PINNED_BUFFERS:
+            self._pinned.clear()  # many distinct shapes (dynamic window graphs): start over, stay bounded
         if full not in self._pinned:
             self._pinned[full] = torch.empty(tuple(shape), dtype=tdtype, pin_memory=True)
         return self._pinned[full]
@@ -365,7 +372,7 @@ def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
 def create(path: Path, options: Mapping[str, object]) -> Engine:
     """The ``torch-cuda`` factory: a graph onnx2torch cannot convert falls back to ONNX Runtime CPU
     (``fallback: onnxruntime``, logged with the reason) or fails (``fallback: error``)."""
-    config = TorchEngineConfig.model_validate({"name": ENGINE_KEY, **options})
+    config = parse_options(TorchEngineConfig, ENGINE_KEY, options)
     try:
         return TorchEngine(path, config)
     except EngineError as exc:
