@@ -51,12 +51,15 @@ logger = logging.getLogger("gpu_bench")
 # -- shared ----------------------------------------------------------------------------------
 def gpu_info() -> dict[str, Any]:
     """Name, memory, driver and library versions (torch is imported here: benchmarks may)."""
+    from importlib import metadata
+
     info: dict[str, Any] = {"cores": os.cpu_count()}
-    for module in ("torch", "onnxruntime", "onnx", "onnx2torch", "numpy", "cv2", "pydantic", "zmq"):
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "onnx2torch", "numpy", "opencv-python-headless",
+                 "pydantic", "pyzmq", "tensorrt"):
         try:
-            info[module] = getattr(__import__(module), "__version__", "?")
-        except ImportError:
-            info[module] = None
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            info[dist] = None
     try:
         import torch
 
@@ -328,9 +331,11 @@ def run_streams_phase(models: Path, device: str, counts: list[int], seconds: flo
     tmp = Path(tempfile.mkdtemp(prefix="vidwatch-gpu-streams-"))
     clip = streams.make_clip(tmp / "bench-640x360-25fps.mp4", seconds=20)
     started = time.monotonic()
-    runs, best = [], None
-    streams.WARMUP_S = warmup
-    for n in counts:
+    runs: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    queue, failed_at = list(counts), None
+    while queue:
+        n = queue.pop(0)
         if time.monotonic() - started + warmup + seconds + 40 > deadline_s:
             runs.append({"streams": n, "skipped": "phase time cap"})
             break
@@ -341,10 +346,14 @@ def run_streams_phase(models: Path, device: str, counts: list[int], seconds: flo
         runs.append(result)
         print("streams", json.dumps(result), flush=True)
         if result["passed"]:
-            best = result
+            best = result if best is None or n > best["streams"] else best
+        else:
+            failed_at = n if failed_at is None else min(failed_at, n)
         save(_streams_result(device, engine, workers, groups, runs, best))
-        if not result["passed"]:
-            break
+        if failed_at is not None:  # past the knee: bisect between the best pass and the first failure
+            low = best["streams"] if best else 0
+            mid = (low + failed_at) // 2
+            queue = [mid] if low < mid < failed_at and failed_at - low > max(2, low // 8) else []
     return _streams_result(device, engine, workers, groups, runs, best)
 
 

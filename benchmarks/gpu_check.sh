@@ -8,9 +8,9 @@
 # Prepare the carried folders first with `bash benchmarks/gpu_bundle.sh` (wheels, data subset,
 # trimmed packages; prints the total against the 64 MiB limit). Device call:
 #   command: bash benchmarks/gpu_check.sh --models .gpumodels --data .gpudata
-#   carry:   [".whl", ".gpudata", ".gpumodels"]        timeout_s: 540
+#   carry:   [".whl", ".gpudata", ".gpumodels"]        timeout_s: 480
 #
-# Phases, each under its own time cap (and all under --budget seconds), each going on past a
+# Phases, each under its own time cap (and all under --budget seconds, default 390), each going on past a
 # failed one: install carried wheels -> machine/engine-auto info -> `pytest -m gpu` -> engine
 # benchmark -> accuracy gate on real clips -> streams end to end -> report. Writes one JSON + one
 # Markdown named after the GPU (and gpu-check.log) into $OUT if set, else benchmarks/results/.
@@ -21,7 +21,7 @@ MODELS=build/models
 DATA=.gpudata
 DEVICE=cuda
 QUICK=0
-BUDGET=450
+BUDGET=390
 WHEELS=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -106,7 +106,7 @@ left=$(( BUDGET - ($(date +%s) - START) - 30 ))
 if [ "$QUICK" = 1 ]; then
   STREAM_ARGS=(--counts 1,2 --seconds 8 --warmup 12 --workers 1 --groups 1)
 else
-  STREAM_ARGS=(--counts 8,16,32,48,64,96 --seconds 15 --warmup 20 --workers 6 --groups 4)
+  STREAM_ARGS=(--counts 16,32,64,128 --seconds 15 --warmup 20 --workers 6 --groups 4)
 fi
 phase streams 200 $PY -m benchmarks.gpu_bench streams --models "$MODELS" --device "$DEVICE" \
   --out "$PARTS/streams.json" --deadline-s $(( left > 40 ? left - 10 : 30 )) ${STREAM_ARGS[@]+"${STREAM_ARGS[@]}"}
