@@ -490,9 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
 
-    def save(result: dict[str, Any]) -> None:
+    def save(result: dict[str, Any]) -> None:  # atomic: a time cap never leaves half a file
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, default=str))
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        os.replace(tmp, args.out)
 
     if args.phase == "report":
         print(write_report(args.parts, args.out))

@@ -178,7 +178,7 @@ def _check_engine(engine: Any) -> int:
             print(f"engine auto: not {name}: {reason}")
         print(f"engine auto: would choose {chosen}")
         return 0
-    absent = missing(engine.name)
+    absent = missing(engine.name, configured=True)
     if absent:
         print(f"error: engine {engine.name!r} cannot run on this machine: {absent}", file=sys.stderr)
         return 2

@@ -49,16 +49,17 @@ ENGINE_NAMES = ("onnxruntime", "ort-cuda", "ort-tensorrt", "torch-cuda", "tensor
 AUTO_ORDER = ("tensorrt", "ort-tensorrt", "torch-cuda", "ort-cuda", "onnxruntime")
 
 
-def missing(name: str) -> str | None:
-    """Why engine ``name`` cannot run on this machine (None: it can). Imports nothing heavy
-    except to ask torch / onnxruntime whether they see a GPU."""
+def missing(name: str, configured: bool = False) -> str | None:
+    """Why engine ``name`` cannot run on this machine (None: it can). For ``auto`` (not
+    ``configured``) torch is imported only where an NVIDIA device node is visible; an engine named in
+    the config may import its own stack to ask."""
     from pipeline.engines import onnxruntime_engine, tensorrt_engine, torch_engine
 
     checks: dict[str, Callable[[], str | None]] = {
         "onnxruntime": lambda: None,
         "ort-cuda": lambda: onnxruntime_engine.missing_gpu_provider("CUDAExecutionProvider"),
         "ort-tensorrt": lambda: onnxruntime_engine.missing_gpu_provider("TensorrtExecutionProvider"),
-        "torch-cuda": torch_engine.missing,
+        "torch-cuda": lambda: torch_engine.missing(import_torch=configured),
         "tensorrt": tensorrt_engine.missing,
     }
     return checks[name]()
@@ -84,7 +85,7 @@ def resolve(config: EngineOptions) -> EngineOptions:
             logger.info("engine auto: not %s (%s)", passed, reason)
         logger.info("engine auto: chose %s", name)
         return _CONFIGS[name]()
-    absent = missing(config.name)  # type: ignore[attr-defined]
+    absent = missing(config.name, configured=True)  # type: ignore[attr-defined]
     if absent:
         raise EngineError(f"engine {config.name!r} cannot run on this machine: {absent}. "  # type: ignore[attr-defined]
                           "Use engine: onnxruntime (CPU) or engine: auto")

@@ -72,22 +72,24 @@ class TorchEngineConfig(EngineOptions):
 
 def nvidia_gpu_visible() -> bool:
     """An NVIDIA driver with a device node, checked without importing torch (the CPU invariant)."""
-    return (Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
-            or shutil.which("nvidia-smi") is not None)
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+            or any(Path("/dev").glob("nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None)
 
 
-def missing() -> str | None:
-    """What ``torch-cuda`` lacks on this machine (None: it can run). Imports torch only where an
-    NVIDIA GPU is visible."""
-    if not nvidia_gpu_visible():
-        return "no NVIDIA GPU is visible (no /proc/driver/nvidia/version, no /dev/nvidia*)"
+def missing(import_torch: bool = False) -> str | None:
+    """What ``torch-cuda`` lacks on this machine (None: it can run). Without ``import_torch`` (engine
+    auto) torch is imported only where an NVIDIA device is visible; a configured torch engine asks
+    torch itself."""
+    if not import_torch and not nvidia_gpu_visible():
+        return "no NVIDIA GPU is visible (no /proc/driver/nvidia/version, no /dev/nvidia*, no nvidia-smi)"
     for module, pip in (("torch", "torch (a CUDA build)"), ("onnx", "onnx"), ("onnx2torch", "onnx2torch")):
         if importlib.util.find_spec(module) is None:
             return f"the {module} package is not installed (pip install {pip}, or vidwatch[gpu])"
     import torch
 
     if torch.version.cuda is None:
-        return f"this torch build ({torch.__version__}) has no CUDA; install a CUDA build of torch"
+        gpu = "" if nvidia_gpu_visible() else " and no NVIDIA GPU is visible"
+        return f"this torch build ({torch.__version__}) has no CUDA{gpu}; install a CUDA torch on a GPU machine"
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible (torch.cuda.is_available() is False: no NVIDIA GPU or driver)"
     return None
@@ -221,7 +223,7 @@ class TorchEngine:
         import torch
 
         self.torch, self.config, self.path = torch, config, path
-        if config.device == "cuda" and (reason := missing()):
+        if config.device == "cuda" and (reason := missing(import_torch=True)):
             raise EngineError(f"engine {ENGINE_KEY!r} is not available: {reason}")
         from pipeline.engines.precision import check_precision
 

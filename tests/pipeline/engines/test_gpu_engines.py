@@ -25,7 +25,7 @@ CUDA = {"device": "cuda", "fallback": "error", "tf32": False}  # exact fp32 for 
 
 
 def _need(engine: str) -> None:
-    reason = missing(engine)
+    reason = missing(engine, configured=True)
     if reason:
         pytest.skip(f"{engine}: {reason}")
 
