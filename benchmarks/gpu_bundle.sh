@@ -4,7 +4,7 @@
 #   .whl/        wheels the GPU machine lacks (benchmarks/gpu_wheels.sh)
 #   .gpudata/    real clips for the accuracy gate (benchmarks/gpu_data.sh)
 #   .gpumodels/  the packages the check runs: fight and ped2-anomaly (their trunks inside)
-# Then the device call (one run, timeout_s 480; ~5-6.5 minutes of work):
+# Then the device call (one run, timeout_s 420; 5-6 minutes of work):
 #   command: bash benchmarks/gpu_check.sh --models .gpumodels --data .gpudata
 #   carry:   [".whl", ".gpudata", ".gpumodels"]
 # Results: one JSON + Markdown named after the GPU in $OUT (returned by the device tool).

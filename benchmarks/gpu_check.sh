@@ -8,9 +8,9 @@
 # Prepare the carried folders first with `bash benchmarks/gpu_bundle.sh` (wheels, data subset,
 # trimmed packages; prints the total against the 64 MiB limit). Device call:
 #   command: bash benchmarks/gpu_check.sh --models .gpumodels --data .gpudata
-#   carry:   [".whl", ".gpudata", ".gpumodels"]        timeout_s: 480
+#   carry:   [".whl", ".gpudata", ".gpumodels"]        timeout_s: 420
 #
-# Phases, each under its own time cap (and all under --budget seconds, default 390), each going on past a
+# Phases, each under its own time cap (and all under --budget seconds, default 330), each going on past a
 # failed one: install carried wheels -> machine/engine-auto info -> `pytest -m gpu` -> engine
 # benchmark -> accuracy gate on real clips -> streams end to end -> report. Writes one JSON + one
 # Markdown named after the GPU (and gpu-check.log) into $OUT if set, else benchmarks/results/.
@@ -21,7 +21,7 @@ MODELS=build/models
 DATA=.gpudata
 DEVICE=cuda
 QUICK=0
-BUDGET=390
+BUDGET=330
 WHEELS=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -78,7 +78,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >>
 phase machine 40 $PY -m benchmarks.gpu_bench machine --device "$DEVICE" --out "$PARTS/machine.json"
 
 # 2. the gpu-marked tests (parity on the real packages, CUDA graphs, providers, refusals)
-phase pytest 90 $PY -m pytest -q -m gpu -p no:cacheprovider -rs tests/pipeline/engines
+phase pytest 75 $PY -m pytest -q -m gpu -p no:cacheprovider -rs tests/pipeline/engines
 $PY - "$PARTS" <<'EOF' || true
 import json, re, sys
 from pathlib import Path
@@ -93,12 +93,12 @@ EOF
 
 # 3. engines: frames/s and latency per engine and batch
 if [ "$QUICK" = 1 ]; then ENGINE_ARGS=(--batches 1,8 --ort-batches 1,8 --budget-s 0.2); else ENGINE_ARGS=(--budget-s 0.4); fi
-phase engines 120 $PY -m benchmarks.gpu_bench engines --models "$MODELS" --device "$DEVICE" \
+phase engines 100 $PY -m benchmarks.gpu_bench engines --models "$MODELS" --device "$DEVICE" \
   --out "$PARTS/engines.json" ${ENGINE_ARGS[@]+"${ENGINE_ARGS[@]}"}
 
 # 4. accuracy gate: FP16 vs FP32 ONNX on the carried clips (recorded into the carried packages)
 if [ "$QUICK" = 1 ]; then GATE_ARGS=(--max-frames 12 --max-clips 1); else GATE_ARGS=(); fi
-phase gate 90 $PY -m benchmarks.gpu_bench gate --models "$MODELS" --data "$DATA" --device "$DEVICE" \
+phase gate 75 $PY -m benchmarks.gpu_bench gate --models "$MODELS" --data "$DATA" --device "$DEVICE" \
   --out "$PARTS/gate.json" --record ${GATE_ARGS[@]+"${GATE_ARGS[@]}"}
 
 # 5. streams end to end: the most cameras kept up with (< 1% drops, p99 < 1.5 s)
