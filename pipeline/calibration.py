@@ -105,33 +105,65 @@ def anomaly_parts(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarr
     return (z**2).mean(axis=1), appearance.reshape(f, h, w)
 
 
-def anomaly_window(maps: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+FRAME_SCORES = ("peak", "window")
+
+
+def anomaly_window(maps: np.ndarray, scale: np.ndarray, frame_score: str = "peak") -> dict[str, np.ndarray]:
     """``maps [N, T, h, w]`` -> ``scores [N, 1]`` (mean over T of each frame's peak),
-    ``frame_scores [N, T]`` (each frame's peak) and ``heatmap [N, h, w]`` (max over T), all scaled."""
+    ``frame_scores [N, T]`` and ``heatmap [N, h, w]`` (max over T), all scaled.
+
+    ``frame_score="peak"``: each frame's own peak. ``"window"``: every frame of the window takes the
+    window's score (temporal smoothing: a frame then reads the mean of its peak and the next T-1)."""
+    if frame_score not in FRAME_SCORES:
+        raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
     peaks = maps.reshape(*maps.shape[:2], -1).max(axis=-1) * scale[0]
-    return {"scores": peaks.mean(axis=1, keepdims=True), "frame_scores": peaks,
-            "heatmap": maps.max(axis=1) * scale[0]}
+    scores = peaks.mean(axis=1, keepdims=True)
+    frame_scores = np.repeat(scores, peaks.shape[1], axis=1) if frame_score == "window" else peaks
+    return {"scores": scores, "frame_scores": frame_scores, "heatmap": maps.max(axis=1) * scale[0]}
+
+
+MOTION_POOLS = ("cell", "row")
+
+
+def flow_statistics(flow: np.ndarray, var_floor: float, pool: str = "cell") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and inverse std of flow cell stats ``[F, 4, h, w]`` per location, each ``[4, h, w]``.
+
+    ``pool="cell"``: each cell its own statistics. ``pool="row"``: every cell of an image row shares
+    the statistics of the whole row (all columns, all frames). On a fixed camera looking along a
+    ground plane, depth and so the pixel size and speed of a normal walker depend on the row: the
+    row statistics are a perspective-aware normaliser learnt from the footage, estimated from 20x
+    more samples than one cell's, so rarely visited cells are not judged on a handful of frames.
+    """
+    if pool == "cell":
+        mean, var = flow.mean(axis=0), flow.var(axis=0)
+    elif pool == "row":
+        mean = np.broadcast_to(flow.mean(axis=(0, 3), keepdims=True)[0], flow.shape[1:])
+        var = np.broadcast_to(flow.var(axis=(0, 3), keepdims=True)[0], flow.shape[1:])
+    else:
+        raise ValueError(f"unknown motion pool {pool!r}; valid: {', '.join(MOTION_POOLS)}")
+    return (np.ascontiguousarray(mean, np.float32),
+            np.ascontiguousarray(1.0 / np.sqrt(var + var_floor), np.float32))
 
 
 def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                       seed: int) -> dict[str, np.ndarray]:
+                       seed: int, pool: str = "cell") -> dict[str, np.ndarray]:
     f, channels, h, w = c4.shape
     features = np.ascontiguousarray(c4.reshape(f, channels, h * w).transpose(2, 0, 1), dtype=np.float32)
     bank = coreset_banks(features, bank_size, seed)
-    return {"flow_mean": flow.mean(axis=0).astype(np.float32),
-            "flow_inv_std": (1.0 / np.sqrt(flow.var(axis=0) + var_floor)).astype(np.float32),
+    flow_mean, flow_inv_std = flow_statistics(flow, var_floor, pool)
+    return {"flow_mean": flow_mean, "flow_inv_std": flow_inv_std,
             "bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32),
             "weights": np.ones(2, np.float32)}
 
 
 def _held_out_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+                    seed: int, pool: str = "cell") -> tuple[np.ndarray, np.ndarray]:
     """Motion and appearance maps of each half of the frames under a model fitted on the other."""
     half = len(c4) // 2
     motion: list[np.ndarray] = []
     appearance: list[np.ndarray] = []
     for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
-        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed)
+        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed, pool)
         parts = anomaly_parts(c4[score_part], flow[score_part], state)
         motion.append(parts[0])
         appearance.append(parts[1])
@@ -148,18 +180,46 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
     """Fit the motion + appearance anomaly scorer on normal footage.
 
     ``collected`` holds ``params["appearance"]`` (default ``trunk.c4``, ``[F, C, h, w]``) and
-    ``params["motion"]`` (default ``runtime.flow``, ``[F, 4, h, w]``). Each part is normalized by
+    ``params["motion"]`` (default ``runtime.flow``, ``[F, 4, h, w]``). Motion statistics are per
+    cell or per image row (``pool``, see :func:`flow_statistics`). Each part is normalized by
     the ``part_quantile`` of its held-out per-frame peaks (2-fold, contiguous halves: a k-NN
     memory scores its own rows 0), appearance weighted by ``appearance_weight``; ``scale`` maps
     the ``quantile`` of held-out window scores to 1.0.
     """
-    c4 = np.asarray(collected[str(params.get("appearance", "trunk.c4"))], np.float32)
-    flow = np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32)
+    c4, flow = _collected(collected, params)
     if len(c4) < max(2 * window_frames, 4):
         raise ValueError(f"need at least {max(2 * window_frames, 4)} frames to fit, got {len(c4)}")
-    bank_size, seed = int(params.get("bank_size", 64)), int(params.get("seed", 0))
-    var_floor, part_q = float(params.get("var_floor", 0.01)), float(params.get("part_quantile", 0.99))
-    motion, appearance = _held_out_parts(c4, flow, bank_size, var_floor, seed)
+    motion, appearance = held_out_anomaly_parts(c4, flow, params)
+    state = fit_anomaly_parts(c4, flow, params)
+    state["weights"], state["scale"] = anomaly_weights_scale(motion, appearance, window_frames, params)
+    return state
+
+
+def _collected(collected: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(collected[str(params.get("appearance", "trunk.c4"))], np.float32),
+            np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32))
+
+
+def _part_params(params: Mapping[str, Any]) -> tuple[int, float, int, str]:
+    return (int(params.get("bank_size", 64)), float(params.get("var_floor", 0.01)), int(params.get("seed", 0)),
+            str(params.get("pool", "cell")))
+
+
+def fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Motion statistics and appearance banks fitted on all of ``c4``/``flow`` (weights still 1)."""
+    return _fit_anomaly_parts(c4, flow, *_part_params(params))
+
+
+def held_out_anomaly_parts(c4: np.ndarray, flow: np.ndarray,
+                           params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted motion and appearance maps of normal footage, each half scored by a fit on the other."""
+    return _held_out_parts(c4, flow, *_part_params(params))
+
+
+def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_frames: int,
+                          params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Part weights and score scale from held-out normal maps: no labels, only normal footage."""
+    part_q = float(params.get("part_quantile", 0.99))
     weights = np.array([1.0 / _peak_quantile(motion, part_q),
                         float(params.get("appearance_weight", 0.5)) / _peak_quantile(appearance, part_q)],
                        np.float32)
@@ -167,7 +227,4 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
     peaks = maps.reshape(len(maps), -1).max(axis=1)
     window_scores = sliding_window_means(peaks[:, None], window_frames)[:, 0]
     threshold = max(float(np.quantile(window_scores, float(params.get("quantile", 0.995)))), 1e-6)
-    state = _fit_anomaly_parts(c4, flow, bank_size, var_floor, seed)
-    state["weights"] = weights
-    state["scale"] = np.array([1.0 / threshold], np.float32)
-    return state
+    return weights, np.array([1.0 / threshold], np.float32)

@@ -102,12 +102,18 @@ def _models_parsers(sub: Any) -> None:
     ea.add_argument("--data", type=Path, required=True)
     ea.add_argument("--json", action="store_true")
     ea.set_defaults(func=lambda a: _action().evaluate(a.model, a.data, a.json))
-    en = esub.add_parser("anomaly")
-    en.add_argument("--model", type=Path, required=True)
-    en.add_argument("--data", type=Path, required=True)
-    en.add_argument("--labels", type=Path, required=True)
+    en = esub.add_parser("anomaly", help="a package through the live runner, or --cv: nested leave-one-clip-out "
+                                         "selection of the model design (fitted on --normal footage)")
+    en.add_argument("--model", type=Path, default=None, help="package folder (not with --cv)")
+    en.add_argument("--data", type=Path, required=True, help="folder of labelled clips <clip>/")
+    en.add_argument("--labels", type=Path, required=True, help="clip,frame,label CSV")
+    en.add_argument("--cv", action="store_true", help="cross-validate the design grid instead of one package")
+    en.add_argument("--normal", type=Path, default=None, help="unlabelled normal footage to fit on (with --cv)")
+    en.add_argument("--out", type=Path, default=None, help="plots, gallery and reports (default runs/anomaly-eval/...)")
+    en.add_argument("--cache", type=Path, default=None, help="feature cache (with --cv; default runs/anomaly-cache)")
     en.add_argument("--json", action="store_true")
-    en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json))
+    en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
+                    else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache))
 
     x = sub.add_parser("export", help="export a trained checkpoint to a model package")
     x.add_argument("checkpoint", type=Path)

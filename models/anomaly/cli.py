@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 PED2_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "ucsd_ped2" / "train"
 SHIPPED_NAME = "ped2-anomaly"
 EVAL_OUT = Path("runs/anomaly-eval")
+MODELS_OUT = Path("build/models")
 
 
 def _fail(exc: VidwatchError) -> int:
@@ -38,20 +39,47 @@ def fit(normal: Path, out: Path, seed: int = 0) -> int:
     return 0
 
 
-def evaluate(model: Path, data: Path, labels: Path, as_json: bool) -> int:
+def evaluate(model: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None) -> int:
     """Pooled frame-level AUC of a package on ``data/<clip>/`` frame folders; prints the JSON last."""
     from models.anomaly.evaluate import evaluate_package
     from pipeline.modelpkg import load_package
 
+    if model is None:
+        return _fail(VidwatchError("--model is required (a package folder), or pass --cv --normal FOOTAGE"))
     try:
         package = load_package(model)
-        metrics = evaluate_package(package, Path(data), Path(labels), EVAL_OUT / package.name)
+        metrics = evaluate_package(package, Path(data), Path(labels), Path(out or EVAL_OUT / package.name))
     except VidwatchError as exc:
         return _fail(exc)
     if not as_json:
         print(f"{package.name}: frame AUC {metrics['frame_auc']} on {metrics['n_frames']} frames; "
-              f"per clip {metrics['per_clip_auc']}; plots in {metrics['plots']}")
+              f"per clip {metrics['per_clip_auc']}; plots and error gallery in {metrics['plots']}")
     print(json.dumps(metrics))
+    return 0
+
+
+def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
+                   cache: Path | None = None) -> int:
+    """The nested leave-one-clip-out protocol of ``models.anomaly.cv``; prints the JSON report last."""
+    from models.anomaly.cache import DEFAULT_CACHE
+    from models.anomaly.cv import cross_validate as run
+    from models.anomaly.fit import AnomalyConfig
+    from models.build import trunk_path
+
+    if normal is None:
+        return _fail(VidwatchError("--cv needs --normal FOOTAGE: the unlabelled normal clips every variant is "
+                                   "fitted on (e.g. ../shared/data/ucsd_ped2/train)"))
+    out = Path(out or EVAL_OUT / "cv")
+    try:
+        config = AnomalyConfig()
+        trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
+        report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE))
+    except VidwatchError as exc:
+        return _fail(exc)
+    if not as_json:
+        print((out / "cv.md").read_text())
+        print(f"plots and error gallery in {out}")
+    print(json.dumps(report))
     return 0
 
 

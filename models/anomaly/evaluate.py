@@ -8,6 +8,7 @@ per-frame scores from the latest window covering each frame), so the figures hol
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -17,8 +18,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from models.anomaly.footage import FootageError, read_clip
+from models.anomaly.gallery import error_gallery, plot_clip
 from pipeline.modelpkg import ModelPackage
-from pipeline.runner import PackageRunner, score_frames
+from pipeline.runner import OfflineScores, PackageRunner, score_frames
 
 logger = logging.getLogger(__name__)
 
@@ -34,33 +36,51 @@ def read_labels(path: Path) -> dict[str, np.ndarray]:
     return {clip: np.array([frames[i] for i in sorted(frames)], np.int64) for clip, frames in rows.items()}
 
 
-def score_clip(package: ModelPackage, clip: Path, runner: PackageRunner) -> np.ndarray:
+def score_clip(package: ModelPackage, clip: Path, runner: PackageRunner) -> OfflineScores:
     m = package.manifest
     frames = read_clip(clip, m.input.height, m.input.width)
-    return score_frames(package, frames, stride=1, runner=runner).frame_scores
+    return score_frames(package, frames, stride=1, runner=runner)
 
 
-def evaluate_package(package: ModelPackage, data: Path, labels_path: Path, out: Path) -> dict[str, Any]:
-    """Frame-level metrics of ``package`` on ``data/<clip>/`` frame folders; a plot per clip in ``out``."""
+def frame_heatmap(result: OfflineScores, i: int, window_frames: int) -> np.ndarray:
+    """The heat map of the window frame ``i``'s score was read from: the latest window covering it
+    (as ``score_frames`` assembles scores), or the last before it for forward-filled frames."""
+    ends = result.window_end
+    covering = np.flatnonzero((ends - window_frames + 1 <= i) & (i <= ends))
+    k = int(covering[-1]) if len(covering) else int(np.searchsorted(ends, i, side="right")) - 1
+    return result.heatmaps[max(k, 0)]
+
+
+def evaluate_package(package: ModelPackage, data: Path, labels_path: Path, out: Path,
+                     gallery_count: int = 6) -> dict[str, Any]:
+    """Frame-level metrics of ``package`` on ``data/<clip>/`` frame folders; a plot per clip in ``out``
+    and an error gallery (worst false alarms and misses with their heat maps) in ``out/gallery``."""
     labels = read_labels(labels_path)
     missing = [c for c in labels if not (data / c).is_dir()]
     if missing:
         raise FootageError(data, f"has no frame folder for labelled clip(s) {', '.join(missing)}")
     runner = PackageRunner([package])
+    results: dict[str, OfflineScores] = {}
     scores: dict[str, np.ndarray] = {}
     started = time.perf_counter()
     for clip in sorted(labels):
-        scores[clip] = score_clip(package, data / clip, runner)
+        results[clip] = score_clip(package, data / clip, runner)
+        scores[clip] = results[clip].frame_scores
         if len(scores[clip]) != len(labels[clip]):
             raise FootageError(data / clip, f"has {len(scores[clip])} frames but {labels_path.name} labels "
                                             f"{len(labels[clip])}")
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
-    plots = [_plot(out / f"{clip}.png", clip, scores[clip], labels[clip], package.manifest.threshold)
-             for clip in sorted(labels)]
-    return {**_metrics(scores, labels, package.manifest.threshold or 1.0), "package": package.name,
+    threshold = package.manifest.threshold or 1.0
+    plots = [plot_clip(out / f"{clip}.png", clip, scores[clip], labels[clip], threshold) for clip in sorted(labels)]
+    m = package.manifest
+    gallery = error_gallery(
+        out / "gallery", scores, labels, lambda c, i: frame_heatmap(results[c], i, m.window.frames),
+        lambda c, i: next(itertools.islice(read_clip(data / c, m.input.height, m.input.width), i, None)),
+        threshold, gallery_count) if results[next(iter(results))].heatmaps else {}
+    return {**_metrics(scores, labels, threshold), "package": package.name,
             "fps_offline": round(sum(len(s) for s in scores.values()) / seconds, 1),
-            "plots": str(out), "plot_files": [str(p) for p in plots]}
+            "plots": str(out), "plot_files": [str(p) for p in plots], "gallery": gallery}
 
 
 def _metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
@@ -76,24 +96,3 @@ def _metrics(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], thres
         "at_threshold": {"threshold": threshold, "recall": round(float(alarms[y == 1].mean()), 4) if y.any() else None,
                          "false_alarm_rate": round(float(alarms[y == 0].mean()), 4) if (y == 0).any() else None},
     }
-
-
-def _plot(path: Path, clip: str, scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 2.6))
-    frames = np.arange(len(scores))
-    ax.fill_between(frames, 0, labels * max(float(scores.max()), 1.0) * 1.05, step="mid", color="tab:red",
-                    alpha=0.15, label="ground truth anomalous")
-    ax.plot(frames, scores, color="tab:blue", lw=1.2, label="anomaly score")
-    if threshold is not None:
-        ax.axhline(threshold, color="k", ls="--", lw=0.8, label="threshold")
-    ax.set(title=clip, xlabel="frame", ylabel="score", xlim=(0, len(scores) - 1))
-    ax.legend(loc="upper right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

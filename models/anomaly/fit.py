@@ -40,16 +40,19 @@ class AnomalyConfig:
     height: int = 240
     width: int = 360
     fps: float = 10.0  # flow magnitudes are in pixels per frame at this rate
-    window_frames: int = 3  # alert score = mean of 3 per-frame peaks; frame scores stay per frame
+    window_frames: int = 3  # alert score = mean of the window's per-frame peaks
+    frame_score: str = "peak"  # "peak": a frame's own peak; "window": the window mean (temporal smoothing)
     flow_preset: str = "medium"  # DIS at full resolution: 'fast' (coarser finest scale) loses ~2.5 AUC points
+    flow_quantile: float = 0.9  # speed quantile per 16-px cell; higher keeps small far-field movers
     calibration_seconds: float = 120.0
     fit: dict[str, Any] = field(default_factory=lambda: {
         "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 0.5,
-        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995})
+        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "cell"})
 
     @property
     def flow_spec(self) -> dict[str, Any]:
-        return {"kind": KIND, "height": self.height, "width": self.width, "cell": 16, "preset": self.flow_preset}
+        return {"kind": KIND, "height": self.height, "width": self.width, "cell": 16, "preset": self.flow_preset,
+                "quantile": self.flow_quantile}
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -86,7 +89,7 @@ def fit_package(normal: Path, out: Path, seed: int = 0, trunk: Path | None = Non
                                        f"{2 * config.window_frames}")
         state = FITTERS.get(FITTER)(features, config.window_frames, {**config.fit, "seed": seed})
         scorer = export_scorer(Path(tmp) / "anomaly.onnx", state, config.window_frames,
-                               features[APPEARANCE].shape[1], config.grid)
+                               features[APPEARANCE].shape[1], config.grid, config.frame_score)
         fit_info = {"clips": len(clips), "frames": len(features[APPEARANCE]), "seed": seed,
                     "seconds": round(time.perf_counter() - started, 1)}
         write_package(out, _graphs(trunk, scorer), state, **_manifest(name or _package_name(out), config, fit_info))
@@ -137,7 +140,10 @@ def _manifest(name: str, config: AnomalyConfig, fit_info: dict[str, Any]) -> dic
         "outputs_doc": {
             "scores": f"[N,1] mean over the window of each frame's peak anomaly; 1.0 = fitted threshold "
                       f"({quantile} quantile of held-out normal window scores)",
-            "frame_scores": "[N,T] each frame's peak anomaly (max over locations), same scale",
+            "frame_scores": ("[N,T] each frame's peak anomaly (max over locations), same scale"
+                             if config.frame_score == "peak" else
+                             "[N,T] the window's score for every frame of it (temporal smoothing: a frame "
+                             f"reads the mean peak of itself and the {config.window_frames - 1} frames after it)"),
             "heatmap": f"[N,{config.grid[0]},{config.grid[1]}] max over the window of the per-location anomaly, "
                        f"same scale; one cell = 16x16 input pixels",
             "runtime.flow": f"[4,h,w] DIS flow per 16x16 cell: {', '.join(CHANNELS)}",

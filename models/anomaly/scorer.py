@@ -13,13 +13,23 @@ import torch
 from torch import nn
 
 from models.onnx_export import export_onnx
+from pipeline.calibration import FRAME_SCORES
 
 STATE_INPUTS = ("flow_mean", "flow_inv_std", "bank", "bank_sq", "weights", "scale")
 OUTPUTS = ("scores", "frame_scores", "heatmap")
 
 
 class WindowScorer(nn.Module):
-    """``c4 [N,T,C,h,w]``, ``flow [N,T,4,h,w]`` + state -> scores, frame_scores, heatmap."""
+    """``c4 [N,T,C,h,w]``, ``flow [N,T,4,h,w]`` + state -> scores, frame_scores, heatmap.
+
+    ``frame_score``: ``"peak"`` (each frame's own peak) or ``"window"`` (each frame takes the window
+    mean: temporal smoothing), as in ``pipeline.calibration.anomaly_window``."""
+
+    def __init__(self, frame_score: str = "peak") -> None:
+        super().__init__()
+        if frame_score not in FRAME_SCORES:
+            raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
+        self.frame_score = frame_score
 
     def forward(self, c4: torch.Tensor, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
                 bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
@@ -32,11 +42,13 @@ class WindowScorer(nn.Module):
         appearance = d2.amin(dim=-1).clamp_min(0).sqrt().permute(1, 0).reshape(n, t, h, w)
         maps = weights[0] * motion + weights[1] * appearance
         peaks = maps.reshape(n, t, h * w).amax(dim=-1) * scale[0]
-        return peaks.mean(dim=1, keepdim=True), peaks, maps.amax(dim=1) * scale[0]
+        scores = peaks.mean(dim=1, keepdim=True)
+        frame_scores = scores.expand(n, t) * 1.0 if self.frame_score == "window" else peaks
+        return scores, frame_scores, maps.amax(dim=1) * scale[0]
 
 
 def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_frames: int,
-                  channels: int, grid: tuple[int, int]) -> Path:
+                  channels: int, grid: tuple[int, int], frame_score: str = "peak") -> Path:
     """Export the window graph for a ``grid`` of cells; N, T and the bank size stay dynamic."""
     h, w = grid
     example = (torch.zeros(1, window_frames, channels, h, w), torch.zeros(1, window_frames, 4, h, w),
@@ -45,4 +57,4 @@ def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_fram
     dynamic = {"c4": {0: "n", 1: "t"}, "flow": {0: "n", 1: "t"}, "bank": {1: "m"}, "bank_sq": {1: "m"},
                "scores": {0: "n"},
                "frame_scores": {0: "n", 1: "t"}, "heatmap": {0: "n"}}
-    return export_onnx(WindowScorer(), example, path, ["c4", "flow", *STATE_INPUTS], list(OUTPUTS), dynamic)
+    return export_onnx(WindowScorer(frame_score), example, path, ["c4", "flow", *STATE_INPUTS], list(OUTPUTS), dynamic)

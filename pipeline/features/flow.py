@@ -66,6 +66,10 @@ class FlowCells:
         self._previous: np.ndarray | None = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return cell_stats(self.field(frame), self.cell, self.moving_px, self.quantile)
+
+    def field(self, frame: np.ndarray) -> np.ndarray:
+        """The dense ``[H, W, 2]`` DIS flow from the previous frame to ``frame`` (zeros for the first)."""
         if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         gray = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
@@ -74,7 +78,7 @@ class FlowCells:
         else:
             flow = self._dis.calc(self._previous, gray, None)
         self._previous = gray
-        return cell_stats(flow, self.cell, self.moving_px, self.quantile)
+        return flow
 
 
 @FRAME_FEATURES.register(KIND)

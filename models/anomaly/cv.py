@@ -1,0 +1,289 @@
+"""Nested leave-one-clip-out cross-validation of anomaly variants on labelled test clips.
+
+Protocol (``vidwatch eval anomaly --cv``):
+
+1. Every variant is fitted on the unlabelled normal footage only (``--normal``), by the same
+   numpy fitter live calibration runs; its scores are in units of its own normal threshold
+   (1.0 = the fitter's quantile of held-out normal window scores), which needs no test labels,
+   so scores of different variants and folds are comparable and can be pooled.
+2. For each labelled clip k (the outer fold), the variant with the best pooled frame AUC on the
+   *other* clips is chosen, and an alarm threshold on its score maximizing recall minus
+   false-alarm rate on those same other clips. Clip k is then scored with that variant and
+   threshold: its out-of-fold scores.
+3. Reported: pooled frame AUC over all out-of-fold scores, per-clip AUC (mean ± std), recall
+   and false-alarm rate at each fold's chosen threshold (and at the label-free package
+   threshold 1.0), and which variant each fold chose.
+
+Scores are computed with the numpy reference of the runtime window graph
+(``pipeline.calibration``) on cached runtime features, assembled per frame exactly as
+``pipeline.runner.score_frames`` does; the chosen variant is then built as a package and
+evaluated through the live runner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from models.anomaly.cache import FeatureCache
+from models.anomaly.fit import AnomalyConfig
+from pipeline.calibration import anomaly_parts, anomaly_weights_scale, fit_anomaly_parts, held_out_anomaly_parts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One design of the motion + appearance scorer; every field is a runtime/fitter setting."""
+
+    pool: str = "cell"  # motion statistics per cell, or per image row (perspective-aware)
+    flow_quantile: float = 0.9  # speed quantile inside a 16-px cell
+    window: int = 1  # frames averaged into each frame's score (1: the frame's own peak)
+    appearance_weight: float = 0.5
+
+    @property
+    def name(self) -> str:
+        return f"{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}"
+
+    def config(self) -> AnomalyConfig:
+        """The package settings that run this variant live."""
+        base = AnomalyConfig()
+        window = base.window_frames if self.window == 1 else self.window  # the alert score keeps its window
+        return AnomalyConfig(window_frames=window, frame_score="window" if self.window > 1 else "peak",
+                             flow_quantile=self.flow_quantile,
+                             fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight})
+
+
+# The grid, fixed before any CV run from the failure modes described in issue 12 (far-field
+# movers, scores rising with near-field crowds, flicker), not from scores on the test clips.
+GRID: tuple[Variant, ...] = tuple(
+    Variant(pool, q, window, aw)
+    for pool, q, window, aw in itertools.product(("cell", "row"), (0.9, 0.99), (1, 5, 9), (0.0, 0.5, 1.0)))
+CURRENT = Variant()  # the design shipped before this protocol existed
+
+
+def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:
+    """Per-frame scores as ``score_frames`` assembles them for a package with stride 1.
+
+    Frame i is read from the latest window covering it (the one starting at i, or the clip's last
+    one); with ``window`` frames averaged that is the mean of ``peaks[j:j + window]``, j = min(i, F - window).
+    """
+    if window <= 1:
+        return peaks.astype(np.float32)
+    f = len(peaks)
+    csum = np.concatenate([[0.0], np.cumsum(peaks, dtype=np.float64)])
+    starts = np.minimum(np.arange(f), max(f - window, 0))
+    ends = np.minimum(starts + window, f)
+    return ((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32)
+
+
+@dataclass
+class VariantScores:
+    """Out-of-sample scores of one variant: per-clip frame scores and per-frame heat maps."""
+
+    variant: Variant
+    scores: dict[str, np.ndarray]
+    maps: dict[str, np.ndarray]  # [F, h, w] per-frame anomaly maps, in score units
+
+
+def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[str, Path],
+                   variants: Sequence[Variant], params: Mapping[str, Any] | None = None) -> list[VariantScores]:
+    """Fit every variant on ``normal`` clips (no labels) and score every ``test`` clip."""
+    base = {**AnomalyConfig().fit, **(params or {})}
+    out: list[VariantScores] = []
+    c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
+    c4_test = {name: cache.c4(clip).astype(np.float32) for name, clip in test.items()}
+    for pool, q in sorted({(v.pool, v.flow_quantile) for v in variants}):
+        spec = AnomalyConfig(flow_quantile=q).flow_spec
+        flow_normal = np.concatenate([cache.flow(c, spec) for c in normal])
+        fit_params = {**base, "pool": pool}
+        started = time.perf_counter()
+        motion_ho, appearance_ho = held_out_anomaly_parts(c4_normal, flow_normal, fit_params)
+        state = fit_anomaly_parts(c4_normal, flow_normal, fit_params)
+        parts = {name: anomaly_parts(c4_test[name], cache.flow(clip, spec), state) for name, clip in test.items()}
+        logger.info("fitted pool=%s q=%g in %.0f s", pool, q, time.perf_counter() - started)
+        for v in variants:
+            if (v.pool, v.flow_quantile) != (pool, q):
+                continue
+            weights, scale = anomaly_weights_scale(motion_ho, appearance_ho, v.config().window_frames,
+                                                   {**fit_params, "appearance_weight": v.appearance_weight})
+            maps = {name: (weights[0] * m + weights[1] * a) * scale[0] for name, (m, a) in parts.items()}
+            scores = {name: live_frame_scores(mp.reshape(len(mp), -1).max(axis=1), v.window)
+                      for name, mp in maps.items()}
+            out.append(VariantScores(v, scores, maps))
+    order = {v: i for i, v in enumerate(variants)}
+    return sorted(out, key=lambda s: order[s.variant])
+
+
+# -- the protocol ------------------------------------------------------------------------------
+def pooled_auc(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], clips: Sequence[str]) -> float:
+    y = np.concatenate([labels[c] for c in clips])
+    s = np.concatenate([scores[c] for c in clips])
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The threshold maximizing recall - false-alarm rate (alarm when score > threshold)."""
+    candidates = np.unique(scores)
+    best, best_j = float(candidates[0]), -np.inf
+    pos, neg = labels == 1, labels == 0
+    for t in candidates:
+        alarms = scores > t
+        j = alarms[pos].mean() - alarms[neg].mean()
+        if j > best_j:
+            best, best_j = float(t), j
+    return best
+
+
+Selector = Callable[[Sequence[Mapping[str, np.ndarray]], Mapping[str, np.ndarray], Sequence[str]], int]
+
+
+def select_variant(variant_scores: Sequence[Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
+                   clips: Sequence[str]) -> int:
+    """Index of the variant with the best pooled frame AUC on ``clips`` (first on ties)."""
+    aucs = [pooled_auc(s, labels, clips) for s in variant_scores]
+    return int(np.nanargmax(aucs))
+
+
+def nested_cv(variant_scores: Sequence[Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
+              select: Selector = select_variant) -> dict[str, Any]:
+    """Leave-one-clip-out: per held-out clip, variant and threshold chosen on the others only."""
+    clips = sorted(labels)
+    folds: list[dict[str, Any]] = []
+    oof: dict[str, np.ndarray] = {}
+    alarms: dict[str, np.ndarray] = {}
+    for held in clips:
+        inner = [c for c in clips if c != held]
+        chosen = select([{c: s[c] for c in inner} for s in variant_scores], {c: labels[c] for c in inner}, inner)
+        inner_scores = np.concatenate([variant_scores[chosen][c] for c in inner])
+        threshold = youden_threshold(inner_scores, np.concatenate([labels[c] for c in inner]))
+        oof[held] = variant_scores[chosen][held]
+        alarms[held] = oof[held] > threshold
+        folds.append({"held_out": held, "variant": chosen, "threshold": round(threshold, 4),
+                      "inner_auc": round(pooled_auc(variant_scores[chosen], labels, inner), 4),
+                      "held_out_auc": _clip_auc(oof[held], labels[held])})
+    return {"folds": folds, "oof_scores": oof, **summary(oof, labels, alarms)}
+
+
+def summary(scores: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
+            alarms: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Pooled AUC, per-clip AUC with mean ± std, and recall / false alarms of ``alarms``
+    (default: score > 1.0, the label-free package threshold)."""
+    clips = sorted(labels)
+    per_clip = {c: _clip_auc(scores[c], labels[c]) for c in clips}
+    both = [v for v in per_clip.values() if v is not None]
+    y = np.concatenate([labels[c] for c in clips])
+    a = np.concatenate([(alarms[c] if alarms is not None else scores[c] > 1.0) for c in clips])
+    return {"pooled_auc": round(pooled_auc(scores, labels, clips), 4), "per_clip_auc": per_clip,
+            "clip_auc_mean": round(float(np.mean(both)), 4), "clip_auc_std": round(float(np.std(both)), 4),
+            "clip_auc_min": round(float(np.min(both)), 4),
+            "recall": round(float(a[y == 1].mean()), 4), "false_alarm_rate": round(float(a[y == 0].mean()), 4),
+            "n_normal": {c: int((labels[c] == 0).sum()) for c in clips}}
+
+
+def _clip_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    return round(float(roc_auc_score(labels, scores)), 4) if 0 < labels.sum() < len(labels) else None
+
+
+def variant_table(results: Sequence[VariantScores], labels: Mapping[str, np.ndarray],
+                  chosen_counts: Mapping[int, int]) -> list[dict[str, Any]]:
+    """Each fixed variant on all clips (no selection: an honest figure for that variant alone)."""
+    rows = []
+    for i, r in enumerate(results):
+        s = summary(r.scores, labels)
+        rows.append({"variant": r.variant.name, **asdict(r.variant), "pooled_auc": s["pooled_auc"],
+                     "clip_auc_mean": s["clip_auc_mean"], "clip_auc_min": s["clip_auc_min"],
+                     "recall_at_1": s["recall"], "false_alarm_at_1": s["false_alarm_rate"],
+                     "chosen_in_folds": chosen_counts.get(i, 0)})
+    return rows
+
+
+# -- the command ---------------------------------------------------------------------------------
+def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
+                   cache_dir: Path, variants: Sequence[Variant] = GRID, gallery_count: int = 6) -> dict[str, Any]:
+    """Run the protocol; write ``cv.json``, ``cv.md``, out-of-fold plots and an error gallery to ``out``."""
+    from models.anomaly.evaluate import read_labels
+    from models.anomaly.footage import FootageError, find_clips
+    from models.anomaly.gallery import error_gallery, plot_clip
+
+    labels = read_labels(labels_path)
+    missing = [c for c in labels if not (data / c).is_dir()]
+    if missing:
+        raise FootageError(data, f"has no frame folder for labelled clip(s) {', '.join(missing)}")
+    if len(labels) < 3:
+        raise FootageError(data, f"holds {len(labels)} labelled clip(s); leave-one-clip-out needs at least 3")
+    started = time.perf_counter()
+    cache = FeatureCache(cache_dir, trunk)
+    test = {c: data / c for c in sorted(labels)}
+    results = score_variants(cache, find_clips(normal), test, variants)
+    for name, clip_labels in labels.items():
+        if len(results[0].scores[name]) != len(clip_labels):
+            raise FootageError(data / name, f"has {len(results[0].scores[name])} frames but "
+                                            f"{labels_path.name} labels {len(clip_labels)}")
+    cv = nested_cv([r.scores for r in results], labels)
+    counts: dict[int, int] = {}
+    for fold in cv["folds"]:
+        counts[fold["variant"]] = counts.get(fold["variant"], 0) + 1
+        fold["variant"] = results[fold["variant"]].variant.name
+    final = select_variant([r.scores for r in results], labels, sorted(labels))
+    thresholds = {f["held_out"]: f["threshold"] for f in cv["folds"]}
+    oof_maps = {f["held_out"]: next(r for r in results if r.variant.name == f["variant"]).maps[f["held_out"]]
+                for f in cv["folds"]}
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [str(plot_clip(out / f"{c}.png", c, cv["oof_scores"][c], labels[c], thresholds[c],
+                           title=f"{c} (out of fold: {next(f['variant'] for f in cv['folds'] if f['held_out'] == c)})"))
+             for c in sorted(labels)]
+    frames_of: dict[str, list[np.ndarray]] = {}
+
+    def frame(clip: str, i: int) -> np.ndarray:
+        if clip not in frames_of:
+            frames_of[clip] = cache.frames(test[clip])
+        return frames_of[clip][i]
+
+    gallery = error_gallery(out / "gallery", cv["oof_scores"], labels, lambda c, i: oof_maps[c][i], frame,
+                            thresholds, gallery_count)
+    current = next((r for r in results if r.variant == CURRENT), None)
+    report = {
+        "protocol": "nested leave-one-clip-out: variant (best pooled frame AUC) and threshold (max recall - "
+                    "false-alarm rate) chosen on the other clips, reported on the held-out clip; fitting on "
+                    f"unlabelled normal footage only ({normal})",
+        "nested_cv": {k: v for k, v in cv.items() if k != "oof_scores"},
+        "chosen_on_all_clips": results[final].variant.name,
+        "chosen_config": asdict(results[final].variant),
+        "current_design": summary(current.scores, labels) if current else None,
+        "variants": variant_table(results, labels, counts),
+        "plots": plots, "gallery": gallery, "seconds": round(time.perf_counter() - started, 1),
+    }
+    import json
+
+    (out / "cv.json").write_text(json.dumps(report, indent=1))
+    (out / "cv.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    cv = report["nested_cv"]
+    lines = [f"Protocol: {report['protocol']}.", "",
+             f"**Nested CV: pooled frame AUC {cv['pooled_auc']}, per-clip AUC {cv['clip_auc_mean']} ± "
+             f"{cv['clip_auc_std']} (min {cv['clip_auc_min']}), recall {cv['recall']}, false alarms "
+             f"{cv['false_alarm_rate']} at the fold thresholds.**", "",
+             "| held-out clip | normal frames | chosen variant | threshold | inner AUC | held-out AUC |",
+             "|---|---|---|---|---|---|"]
+    for f in cv["folds"]:
+        lines.append(f"| {f['held_out']} | {cv['n_normal'][f['held_out']]} | {f['variant']} | {f['threshold']} | "
+                     f"{f['inner_auc']} | {f['held_out_auc']} |")
+    lines += ["", f"Chosen on all clips (what ships): `{report['chosen_on_all_clips']}`.", "",
+              "| variant | pooled AUC | clip AUC mean | clip AUC min | recall @1 | false alarms @1 | chosen in folds |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sorted(report["variants"], key=lambda r: -r["pooled_auc"]):
+        lines.append(f"| {r['variant']} | {r['pooled_auc']} | {r['clip_auc_mean']} | {r['clip_auc_min']} | "
+                     f"{r['recall_at_1']} | {r['false_alarm_at_1']} | {r['chosen_in_folds']} |")
+    return "\n".join(lines) + "\n"
