@@ -95,7 +95,7 @@ def anomaly_parts(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarr
                   chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Unweighted motion and appearance maps, each ``[F, h, w]``."""
     f, channels, h, w = c4.shape
-    z = (flow - state["flow_mean"]) * state["flow_inv_std"]
+    z = np.maximum((flow - state["flow_mean"]) * state["flow_inv_std"], state["flow_lower"])
     bank, bank_sq = state["bank"], state["bank_sq"]
     appearance = np.empty((f, h * w), np.float32)
     for start in range(0, f, chunk):
@@ -123,6 +123,15 @@ def anomaly_window(maps: np.ndarray, scale: np.ndarray, frame_score: str = "peak
 
 
 MOTION_POOLS = ("cell", "row")
+# Which flow channels (dx, dy, speed_q, moving_frac) count, and whether a deviation below normal
+# counts: "all" every channel both ways; "faster" direction both ways but only more speed / more
+# moving pixels than normal; "speed" only more speed than normal (an empty or crowded cell alone
+# never scores). Weights fold into inv_std (0 drops a channel); the lower bound clips z from below.
+MOTION_MODES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "all": ((1.0, 1.0, 1.0, 1.0), (-1e30, -1e30, -1e30, -1e30)),
+    "faster": ((1.0, 1.0, 1.0, 1.0), (-1e30, -1e30, 0.0, 0.0)),
+    "speed": ((0.0, 0.0, 4.0, 0.0), (-1e30, -1e30, 0.0, -1e30)),
+}
 
 
 def flow_statistics(flow: np.ndarray, var_floor: float, pool: str = "cell") -> tuple[np.ndarray, np.ndarray]:
@@ -145,25 +154,34 @@ def flow_statistics(flow: np.ndarray, var_floor: float, pool: str = "cell") -> t
             np.ascontiguousarray(1.0 / np.sqrt(var + var_floor), np.float32))
 
 
+def motion_state(flow: np.ndarray, var_floor: float, pool: str = "cell", mode: str = "all") -> dict[str, np.ndarray]:
+    """``flow_mean``, ``flow_inv_std`` (channel weights folded in) and ``flow_lower``, each ``[4, h, w]``."""
+    if mode not in MOTION_MODES:
+        raise ValueError(f"unknown motion mode {mode!r}; valid: {', '.join(MOTION_MODES)}")
+    weights, lower = (np.asarray(v, np.float32)[:, None, None] for v in MOTION_MODES[mode])
+    mean, inv_std = flow_statistics(flow, var_floor, pool)
+    return {"flow_mean": mean, "flow_inv_std": (inv_std * np.sqrt(weights)).astype(np.float32),
+            "flow_lower": np.ascontiguousarray(np.broadcast_to(lower, mean.shape), np.float32)}
+
+
 def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                       seed: int, pool: str = "cell") -> dict[str, np.ndarray]:
+                       seed: int, pool: str = "cell", mode: str = "all") -> dict[str, np.ndarray]:
     f, channels, h, w = c4.shape
     features = np.ascontiguousarray(c4.reshape(f, channels, h * w).transpose(2, 0, 1), dtype=np.float32)
     bank = coreset_banks(features, bank_size, seed)
-    flow_mean, flow_inv_std = flow_statistics(flow, var_floor, pool)
-    return {"flow_mean": flow_mean, "flow_inv_std": flow_inv_std,
+    return {**motion_state(flow, var_floor, pool, mode),
             "bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32),
             "weights": np.ones(2, np.float32)}
 
 
 def _held_out_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                    seed: int, pool: str = "cell") -> tuple[np.ndarray, np.ndarray]:
+                    seed: int, pool: str = "cell", mode: str = "all") -> tuple[np.ndarray, np.ndarray]:
     """Motion and appearance maps of each half of the frames under a model fitted on the other."""
     half = len(c4) // 2
     motion: list[np.ndarray] = []
     appearance: list[np.ndarray] = []
     for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
-        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed, pool)
+        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed, pool, mode)
         parts = anomaly_parts(c4[score_part], flow[score_part], state)
         motion.append(parts[0])
         appearance.append(parts[1])
@@ -181,7 +199,8 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
 
     ``collected`` holds ``params["appearance"]`` (default ``trunk.c4``, ``[F, C, h, w]``) and
     ``params["motion"]`` (default ``runtime.flow``, ``[F, 4, h, w]``). Motion statistics are per
-    cell or per image row (``pool``, see :func:`flow_statistics`). Each part is normalized by
+    cell or per image row (``pool``, see :func:`flow_statistics`); ``motion_mode`` picks which
+    deviations count (``MOTION_MODES``). Each part is normalized by
     the ``part_quantile`` of its held-out per-frame peaks (2-fold, contiguous halves: a k-NN
     memory scores its own rows 0), appearance weighted by ``appearance_weight``; ``scale`` maps
     the ``quantile`` of held-out window scores to 1.0.
@@ -200,9 +219,9 @@ def _collected(collected: Mapping[str, np.ndarray], params: Mapping[str, Any]) -
             np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32))
 
 
-def _part_params(params: Mapping[str, Any]) -> tuple[int, float, int, str]:
+def _part_params(params: Mapping[str, Any]) -> tuple[int, float, int, str, str]:
     return (int(params.get("bank_size", 64)), float(params.get("var_floor", 0.01)), int(params.get("seed", 0)),
-            str(params.get("pool", "cell")))
+            str(params.get("pool", "cell")), str(params.get("motion_mode", "all")))
 
 
 def fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from torch import nn
 from models.onnx_export import export_onnx
 from pipeline.calibration import FRAME_SCORES
 
-STATE_INPUTS = ("flow_mean", "flow_inv_std", "bank", "bank_sq", "weights", "scale")
+STATE_INPUTS = ("flow_mean", "flow_inv_std", "flow_lower", "bank", "bank_sq", "weights", "scale")
 OUTPUTS = ("scores", "frame_scores", "heatmap")
 
 
@@ -32,10 +32,10 @@ class WindowScorer(nn.Module):
         self.frame_score = frame_score
 
     def forward(self, c4: torch.Tensor, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
-                bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
+                flow_lower: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
                 scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n, t, c, h, w = c4.shape
-        z = (flow - flow_mean) * flow_inv_std
+        z = torch.maximum((flow - flow_mean) * flow_inv_std, flow_lower)
         motion = (z * z).mean(dim=2)  # [N, T, h, w]
         q = c4.reshape(n * t, c, h * w).permute(2, 0, 1)  # [L, NT, C]
         d2 = (q * q).sum(-1, keepdim=True) - 2 * torch.bmm(q, bank.transpose(1, 2)) + bank_sq.unsqueeze(1)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from models.anomaly import cli
+from models.anomaly.evaluate import evaluate_package, frame_heatmap, read_labels
 from models.anomaly.fit import APPEARANCE, FITTER, MOTION, AnomalyConfig, fit_package
 from models.anomaly.footage import FootageError
 from models.anomaly.scorer import OUTPUTS, STATE_INPUTS
-from models.trunk import build_trunk
 from pipeline.calibration import FITTERS, anomaly_maps, anomaly_window
 from pipeline.engines import create_engine
 from pipeline.errors import VidwatchError
@@ -31,8 +31,8 @@ def ped2(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trunk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_trunk(tmp_path_factory.mktemp("trunk") / "trunk.onnx", CONFIG.height, CONFIG.width)
+def trunk(trunk_240: Path) -> Path:
+    return trunk_240
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,34 @@ def test_unreadable_frames_are_a_clear_error(tmp_path: Path, trunk: Path) -> Non
     (clip / "000.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(FootageError, match=f"{clip}: image 000.jpg cannot be decoded"):
         fit_package(tmp_path / "normal", tmp_path / "out", trunk=trunk)
+
+
+def test_eval_through_the_runner_writes_plots_and_gallery(fitted: tuple[Path, Path], labelled_cuts,  # type: ignore[no-untyped-def]
+                                                          tmp_path: Path) -> None:
+    data, labels_csv = labelled_cuts
+    package = load_package(fitted[0])
+    metrics = evaluate_package(package, data, labels_csv, tmp_path / "eval", gallery_count=3)
+    clips = sorted(read_labels(labels_csv))
+    assert set(metrics["per_clip_auc"]) == set(clips) and metrics["n_frames"] == 16 * len(clips)
+    for clip in clips:
+        assert cv2.imread(str(tmp_path / "eval" / f"{clip}.png")) is not None
+    gallery = metrics["gallery"]
+    assert len(gallery["false_alarms"]) == 3 and len(gallery["misses"]) == 3
+    labels = read_labels(labels_csv)
+    assert all(labels[g["clip"]][g["frame"]] == 0 for g in gallery["false_alarms"])
+    assert all(labels[g["clip"]][g["frame"]] == 1 for g in gallery["misses"])
+    scores = [g["score"] for g in gallery["false_alarms"]]
+    assert scores == sorted(scores, reverse=True)
+    worst = gallery["false_alarms"][0]
+    tile = cv2.imread(str(tmp_path / "eval" / "gallery" / worst["file"]))
+    assert tile is not None and tile.shape == (240 + 18, 360, 3)
+    assert cv2.imread(str(tmp_path / "eval" / "gallery" / "gallery.png")).shape == (2 * 258, 3 * 360, 3)
+
+
+def test_frame_heatmap_is_the_window_the_score_came_from(fitted: tuple[Path, Path], ped2: Path) -> None:
+    package = load_package(fitted[0])
+    result = score_frames(package, _frames(ped2, "Test002", 90, 8))
+    window = package.manifest.window.frames
+    for i in range(8):
+        k = min(i, 8 - window)  # stride 1: the window starting at i, or the clip's last one
+        np.testing.assert_array_equal(frame_heatmap(result, i, window), result.heatmaps[k])

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from models.anomaly.cv import GRID, CURRENT, Variant, live_frame_scores, nested_cv, select_variant, youden_threshold
+from models.anomaly.cv import (
+    CURRENT,
+    GRID,
+    Variant,
+    cross_validate,
+    live_frame_scores,
+    nested_cv,
+    select_variant,
+    youden_threshold,
+)
+from models.anomaly.evaluate import read_labels
 
 
 def _clip(rng: np.random.Generator, separation: float, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -79,3 +93,38 @@ def test_grid_holds_the_current_design_and_runs_live() -> None:
     assert config.fit["pool"] == "row" and config.flow_spec["quantile"] == 0.99
     assert config.window_frames == 5 and config.frame_score == "window"
     assert CURRENT.config().frame_score == "peak"
+
+
+def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_data: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                         trunk_240: Path) -> None:
+    data, labels_csv = labelled_cuts
+    clips = sorted(read_labels(labels_csv))
+    normal = tmp_path / "normal" / "Train001"
+    normal.mkdir(parents=True)
+    for frame in sorted((shared_data / "ucsd_ped2" / "train" / "Train001").glob("*.jpg"))[:24]:
+        (normal / frame.name).symlink_to(frame)
+    variants = (CURRENT, Variant(pool="row", window=5, appearance_weight=1.0))
+    out = tmp_path / "cv"
+    report = cross_validate(tmp_path / "normal", data, labels_csv, out, trunk_240, tmp_path / "cache", variants,
+                            gallery_count=2)
+    cv = report["nested_cv"]
+    assert [f["held_out"] for f in cv["folds"]] == clips
+    assert {f["variant"] for f in cv["folds"]} <= {v.name for v in variants}
+    assert 0.0 <= cv["pooled_auc"] <= 1.0 and set(cv["per_clip_auc"]) == set(clips)
+    assert json.loads((out / "cv.json").read_text())["chosen_on_all_clips"] in {v.name for v in variants}
+    assert "Nested CV: pooled frame AUC" in (out / "cv.md").read_text()
+    for clip in clips:
+        image = cv2.imread(str(out / f"{clip}.png"))
+        assert image is not None and image.shape[0] > 100 and image.std() > 5
+    drawn = report["gallery"]
+    assert len(drawn["false_alarms"]) == 2 and len(drawn["misses"]) == 2
+    assert all(d["score"] >= e["score"] for d, e in zip(drawn["false_alarms"], drawn["false_alarms"][1:], strict=False))
+    for item in drawn["false_alarms"] + drawn["misses"]:
+        tile = cv2.imread(str(out / "gallery" / item["file"]))
+        assert tile is not None and tile.shape == (240 + 18, 360, 3)
+    sheet = cv2.imread(str(out / "gallery" / "gallery.png"))
+    assert sheet.shape == (2 * (240 + 18), 2 * 360, 3)
+    # cached features are reused: a second run computes nothing new and gives the same figures
+    again = cross_validate(tmp_path / "normal", data, labels_csv, tmp_path / "cv2", trunk_240, tmp_path / "cache",
+                           variants, gallery_count=2)
+    assert again["nested_cv"] == cv

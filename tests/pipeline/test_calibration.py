@@ -1,0 +1,67 @@
+"""Anomaly fitter pieces on real Ped2 flow: perspective-aware (per-row) motion statistics and motion modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.calibration import MOTION_MODES, anomaly_window, flow_statistics, motion_state
+from pipeline.features import create_feature
+
+FRAMES = 40
+
+
+def _flow(clip: Path) -> np.ndarray:
+    feature = create_feature({"kind": "flow_cells", "height": 240, "width": 360})
+    paths = sorted(clip.glob("*.jpg"))[:FRAMES]
+    return np.stack([feature(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def train_flows(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    train = shared_data / "ucsd_ped2" / "train"
+    return _flow(train / "Train001"), _flow(train / "Train002")
+
+
+def test_row_statistics_make_far_and_near_walkers_comparable(train_flows: tuple[np.ndarray, np.ndarray]) -> None:
+    fit, other = train_flows
+    mean, inv_std = flow_statistics(fit, var_floor=0.01, pool="row")
+    assert (inv_std == inv_std[:, :, :1]).all()  # one statistic per image row
+    raw = np.percentile(other[:, 2], 99, axis=(0, 2))  # walkers' pixel speed per row, on another clip
+    z = np.percentile((other[:, 2] - mean[2]) * inv_std[2], 99, axis=(0, 2))
+    walkway = np.flatnonzero(raw > 0.5)
+    far, near = walkway[np.argmin(raw[walkway])], walkway[np.argmax(raw[walkway])]
+    assert far < near  # the far field is higher in the image
+    assert raw[near] / raw[far] > 2  # in pixels a near walker moves over twice as fast...
+    assert 1 / 1.6 < z[near] / z[far] < 1.6  # ...normalised per row they are alike
+    assert inv_std[2, far, 0] > 1.5 * inv_std[2, near, 0]  # the far field is amplified
+
+
+def test_cell_pool_keeps_per_cell_statistics(train_flows: tuple[np.ndarray, np.ndarray]) -> None:
+    fit, _ = train_flows
+    mean, inv_std = flow_statistics(fit, var_floor=0.01, pool="cell")
+    np.testing.assert_allclose(mean, fit.mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown motion pool 'column'"):
+        flow_statistics(fit, 0.01, "column")
+
+
+def test_motion_modes_clip_and_drop_channels(train_flows: tuple[np.ndarray, np.ndarray]) -> None:
+    fit, other = train_flows
+    full, speed = motion_state(fit, 0.01, "cell", "all"), motion_state(fit, 0.01, "cell", "speed")
+    assert set(full) == {"flow_mean", "flow_inv_std", "flow_lower"} and set(MOTION_MODES) >= {"all", "speed"}
+    assert not speed["flow_inv_std"][[0, 1, 3]].any() and (speed["flow_lower"][2] == 0).all()
+    z = np.maximum((other - speed["flow_mean"]) * speed["flow_inv_std"], speed["flow_lower"])
+    assert (z[:, 2] >= 0).all()  # slower than normal never counts
+    with pytest.raises(ValueError, match="unknown motion mode"):
+        motion_state(fit, 0.01, "cell", "loud")
+
+
+def test_window_frame_score_smooths() -> None:
+    maps = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 2, 2)
+    peak, window = anomaly_window(maps, np.ones(1)), anomaly_window(maps, np.ones(1), "window")
+    np.testing.assert_array_equal(peak["scores"], window["scores"])
+    np.testing.assert_allclose(window["frame_scores"], np.repeat(peak["scores"], 3, axis=1))
+    np.testing.assert_array_equal(peak["frame_scores"], maps.reshape(2, 3, -1).max(-1))
