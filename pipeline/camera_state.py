@@ -99,6 +99,12 @@ class CameraPackageState:
     def _init_state(self) -> None:
         m = self.package.manifest
         saved = self.store.load(self.camera, self.package.name)
+        missing = sorted(self.state_keys() - set(saved)) if saved is not None else []
+        if missing:
+            # e.g. saved by an older version of the package whose graphs read other state arrays
+            logger.warning("camera %s: saved state for %s lacks %s that its graphs read; ignoring it",
+                           self.camera, m.name, ", ".join(missing))
+            saved = None
         if saved is not None:
             logger.info("camera %s: loaded fitted state for %s (no recalibration)", self.camera, m.name)
             self.state = saved
@@ -114,7 +120,12 @@ class CameraPackageState:
             logger.info("camera %s: calibrating %s for %.0f s", self.camera, m.name, self.calibration_seconds)
 
     def needs_state(self) -> bool:
-        return any(s.startswith("state.") for g in self.package.manifest.graphs for s in g.inputs.values())
+        return bool(self.state_keys())
+
+    def state_keys(self) -> set[str]:
+        """The ``state.<key>`` arrays the package's graphs read."""
+        return {s.removeprefix("state.") for g in self.package.manifest.graphs for s in g.inputs.values()
+                if s.startswith("state.")}
 
     @property
     def calibrating(self) -> bool:

@@ -125,6 +125,24 @@ def test_live_calibration_fits_persists_and_is_not_repeated(demo_package_path: P
     assert not again.camera_states("cam")[pkg.name].calibrating
 
 
+def test_saved_state_missing_arrays_is_ignored_and_recalibrated(demo_package_path: Path, tmp_path: Path,
+                                                                  state: dict[str, np.ndarray],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A state saved by an older package version that lacks an array the graphs now read."""
+    pkg = load_package(demo_package_path)
+    store = StateStore(tmp_path / "state")
+    store.save("cam", pkg.name, {k: v for k, v in state.items() if k != "scale"})
+    runner = PackageRunner([pkg], state_store=store)
+    with caplog.at_level("WARNING"):
+        runner.add_camera("cam", [Subscription(pkg.name, calibrate_seconds=2.0)])
+    assert runner.camera_states("cam")[pkg.name].calibrating
+    assert "lacks scale" in caplog.text
+    store.save("cam", pkg.name, state)
+    again = PackageRunner([pkg], state_store=store)
+    again.add_camera("cam", [Subscription(pkg.name, calibrate_seconds=2.0)])
+    assert not again.camera_states("cam")[pkg.name].calibrating
+
+
 def test_too_few_frames_for_a_window(demo_package_path: Path, clip_frames: np.ndarray,
                                      state: dict[str, np.ndarray]) -> None:
     pkg = load_package(demo_package_path)
