@@ -12,6 +12,7 @@ import pytest
 from models.anomaly.cv import (
     CURRENT,
     GRID,
+    SHIPPED,
     Variant,
     cross_validate,
     live_frame_scores,
@@ -128,3 +129,11 @@ def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_da
     again = cross_validate(tmp_path / "normal", data, labels_csv, tmp_path / "cv2", trunk_240, tmp_path / "cache",
                            variants, gallery_count=2)
     assert again["nested_cv"] == cv
+
+
+def test_the_shipped_config_is_the_variant_cv_chose() -> None:
+    """`make models` builds AnomalyConfig(); the CV chose this variant on all six shared clips
+    (models/anomaly/README.md). Changing either without the other fails here."""
+    from models.anomaly.fit import AnomalyConfig
+
+    assert SHIPPED.config() == AnomalyConfig()
