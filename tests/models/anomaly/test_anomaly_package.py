@@ -158,3 +158,39 @@ def test_frame_heatmap_is_the_window_the_score_came_from(fitted: tuple[Path, Pat
     for i in range(8):
         k = min(i, 8 - window)  # stride 1: the window starting at i, or the clip's last one
         np.testing.assert_array_equal(frame_heatmap(result, i, window), result.heatmaps[k])
+
+
+def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk: Path, ped2: Path,
+                                                         tmp_path: Path) -> None:
+    """Row statistics, one-sided speed, far-field quantile and window smoothing: ONNX == numpy, and a
+    camera calibrates it live through the runner."""
+    from models.anomaly.cv import Variant
+
+    config = Variant(pool="row", flow_quantile=0.99, window=5, appearance_weight=1.0, motion="speed").config()
+    package = load_package(fit_package(normal_dir, tmp_path / "variant", seed=0, trunk=trunk, config=config))
+    m = package.manifest
+    assert m.runtime_features["flow"]["quantile"] == 0.99 and m.window.frames == 5
+    assert m.calibration is not None and m.calibration.params["pool"] == "row"
+    state = package.shipped_state()
+    assert state is not None and (state["flow_inv_std"][2] == state["flow_inv_std"][2, :, :1]).all()
+    frames = _frames(ped2, "Test002", 100, 5)
+    flow = create_feature(m.runtime_features["flow"])
+    motion = np.stack([flow(f) for f in frames])
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+    graph = create_engine("onnxruntime", package.graph_path(m.graph("anomaly")), {})
+    got = graph.run({"c4": c4[None], "flow": motion[None], **{k: state[k] for k in STATE_INPUTS}})
+    want = anomaly_window(anomaly_maps(c4, motion, state)[None], state["scale"], "window")
+    for name in OUTPUTS:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    assert np.allclose(got["frame_scores"], got["scores"])  # every frame reads the window mean
+    runner = PackageRunner([package])
+    runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
+    live = _frames(ped2, "Test001", 0, 30)
+    results = []
+    for start in range(0, len(live), 8):
+        metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(live)))]
+        results += runner.process(np.stack(live[start:start + 8]), metas)
+    fitted_state = runner.camera_states("cam")[package.name].state
+    assert fitted_state is not None and set(fitted_state) >= set(STATE_INPUTS)
+    assert (fitted_state["flow_lower"][2] == 0).all() and not fitted_state["flow_inv_std"][0].any()
+    assert results and all(np.isfinite(r.scores).all() for r in results)
