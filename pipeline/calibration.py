@@ -164,24 +164,39 @@ def motion_state(flow: np.ndarray, var_floor: float, pool: str = "cell", mode: s
             "flow_lower": np.ascontiguousarray(np.broadcast_to(lower, mean.shape), np.float32)}
 
 
-def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                       seed: int, pool: str = "cell", mode: str = "all") -> dict[str, np.ndarray]:
+APPEARANCE_POOLS = ("cell", "row")
+
+
+def appearance_banks(c4: np.ndarray, size: int, seed: int, pool: str = "cell") -> np.ndarray:
+    """Normal ``c4`` patch memory ``[h*w, M, C]``: a coreset per cell, or (``pool="row"``) one per
+    image row drawn from every cell of the row and shared by them, so a cell rarely visited in the
+    normal footage is judged against what was seen at that depth anywhere in the scene."""
     f, channels, h, w = c4.shape
     features = np.ascontiguousarray(c4.reshape(f, channels, h * w).transpose(2, 0, 1), dtype=np.float32)
-    bank = coreset_banks(features, bank_size, seed)
-    return {**motion_state(flow, var_floor, pool, mode),
+    if pool == "cell":
+        return coreset_banks(features, size, seed)
+    if pool != "row":
+        raise ValueError(f"unknown appearance pool {pool!r}; valid: {', '.join(APPEARANCE_POOLS)}")
+    rows = coreset_banks(features.reshape(h, w * f, channels), size, seed)  # locations are row-major
+    return np.ascontiguousarray(np.repeat(rows, w, axis=0))
+
+
+def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    bank = appearance_banks(c4, int(params.get("bank_size", 64)), int(params.get("seed", 0)),
+                            str(params.get("appearance_pool", "cell")))
+    return {**motion_state(flow, float(params.get("var_floor", 0.01)), str(params.get("pool", "cell")),
+                           str(params.get("motion_mode", "all"))),
             "bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32),
             "weights": np.ones(2, np.float32)}
 
 
-def _held_out_parts(c4: np.ndarray, flow: np.ndarray, bank_size: int, var_floor: float,
-                    seed: int, pool: str = "cell", mode: str = "all") -> tuple[np.ndarray, np.ndarray]:
+def _held_out_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Motion and appearance maps of each half of the frames under a model fitted on the other."""
     half = len(c4) // 2
     motion: list[np.ndarray] = []
     appearance: list[np.ndarray] = []
     for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
-        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], bank_size, var_floor, seed, pool, mode)
+        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], params)
         parts = anomaly_parts(c4[score_part], flow[score_part], state)
         motion.append(parts[0])
         appearance.append(parts[1])
@@ -200,7 +215,8 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
     ``collected`` holds ``params["appearance"]`` (default ``trunk.c4``, ``[F, C, h, w]``) and
     ``params["motion"]`` (default ``runtime.flow``, ``[F, 4, h, w]``). Motion statistics are per
     cell or per image row (``pool``, see :func:`flow_statistics`); ``motion_mode`` picks which
-    deviations count (``MOTION_MODES``). Each part is normalized by
+    deviations count (``MOTION_MODES``); the appearance memory is per cell or per row
+    (``appearance_pool``, see :func:`appearance_banks`). Each part is normalized by
     the ``part_quantile`` of its held-out per-frame peaks (2-fold, contiguous halves: a k-NN
     memory scores its own rows 0), appearance weighted by ``appearance_weight``; ``scale`` maps
     the ``quantile`` of held-out window scores to 1.0.
@@ -219,20 +235,15 @@ def _collected(collected: Mapping[str, np.ndarray], params: Mapping[str, Any]) -
             np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32))
 
 
-def _part_params(params: Mapping[str, Any]) -> tuple[int, float, int, str, str]:
-    return (int(params.get("bank_size", 64)), float(params.get("var_floor", 0.01)), int(params.get("seed", 0)),
-            str(params.get("pool", "cell")), str(params.get("motion_mode", "all")))
-
-
 def fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Motion statistics and appearance banks fitted on all of ``c4``/``flow`` (weights still 1)."""
-    return _fit_anomaly_parts(c4, flow, *_part_params(params))
+    return _fit_anomaly_parts(c4, flow, params)
 
 
 def held_out_anomaly_parts(c4: np.ndarray, flow: np.ndarray,
                            params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Unweighted motion and appearance maps of normal footage, each half scored by a fit on the other."""
-    return _held_out_parts(c4, flow, *_part_params(params))
+    return _held_out_parts(c4, flow, params)
 
 
 def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_frames: int,

@@ -49,10 +49,12 @@ class Variant:
     window: int = 1  # frames averaged into each frame's score (1: the frame's own peak)
     appearance_weight: float = 0.5
     motion: str = "all"  # which flow deviations count (pipeline.calibration.MOTION_MODES)
+    appearance_pool: str = "cell"  # patch memory per cell, or per image row (pipeline.calibration.appearance_banks)
 
     @property
     def name(self) -> str:
-        return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}"
+        suffix = "" if self.appearance_pool == "cell" else f"-m{self.appearance_pool}"
+        return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}{suffix}"
 
     def config(self) -> AnomalyConfig:
         """The package settings that run this variant live."""
@@ -61,19 +63,19 @@ class Variant:
         return AnomalyConfig(window_frames=window, frame_score="window" if self.window > 1 else "peak",
                              flow_quantile=self.flow_quantile,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
-                                  "motion_mode": self.motion})
+                                  "motion_mode": self.motion, "appearance_pool": self.appearance_pool})
 
 
 # The grid, fixed before any CV run from the failure modes described in issue 12 (far-field
 # movers, scores rising with near-field crowds, flicker), not from scores on the test clips.
 GRID: tuple[Variant, ...] = tuple(
-    Variant(pool, q, window, aw, motion)
-    for motion, pool, q, window, aw in itertools.product(("all", "faster", "speed"), ("cell", "row"), (0.9, 0.99),
-                                                         (1, 5, 9), (0.0, 0.5, 1.0)))
+    Variant(pool, q, window, aw, motion, memory)
+    for memory, motion, pool, q, window, aw in itertools.product(
+        ("cell", "row"), ("all", "faster", "speed"), ("cell", "row"), (0.9, 0.99), (1, 5, 9), (0.0, 0.5, 1.0)))
 CURRENT = Variant()  # the design shipped before this protocol existed
 # What nested CV selected on all six shared Ped2 test clips (models/anomaly/README.md); `make models`
 # ships AnomalyConfig(), which equals SHIPPED.config() (tested).
-SHIPPED = Variant(pool="cell", flow_quantile=0.9, window=1, appearance_weight=0.5, motion="all")
+SHIPPED = Variant(pool="cell", flow_quantile=0.9, window=1, appearance_weight=0.5, motion="all", appearance_pool="cell")
 
 
 def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:
@@ -107,17 +109,18 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
     out: list[VariantScores] = []
     c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
     c4_test = {name: cache.c4(clip).astype(np.float32) for name, clip in test.items()}
-    for motion, pool, q in sorted({(v.motion, v.pool, v.flow_quantile) for v in variants}):
+    for memory, motion, pool, q in sorted({(v.appearance_pool, v.motion, v.pool, v.flow_quantile) for v in variants}):
         spec = AnomalyConfig(flow_quantile=q).flow_spec
         flow_normal = np.concatenate([cache.flow(c, spec) for c in normal])
-        fit_params = {**base, "pool": pool, "motion_mode": motion}
+        fit_params = {**base, "pool": pool, "motion_mode": motion, "appearance_pool": memory}
         started = time.perf_counter()
         motion_ho, appearance_ho = held_out_anomaly_parts(c4_normal, flow_normal, fit_params)
         state = fit_anomaly_parts(c4_normal, flow_normal, fit_params)
         parts = {name: anomaly_parts(c4_test[name], cache.flow(clip, spec), state) for name, clip in test.items()}
-        logger.info("fitted motion=%s pool=%s q=%g in %.0f s", motion, pool, q, time.perf_counter() - started)
+        logger.info("fitted memory=%s motion=%s pool=%s q=%g in %.0f s", memory, motion, pool, q,
+                    time.perf_counter() - started)
         for v in variants:
-            if (v.motion, v.pool, v.flow_quantile) != (motion, pool, q):
+            if (v.appearance_pool, v.motion, v.pool, v.flow_quantile) != (memory, motion, pool, q):
                 continue
             weights, scale = anomaly_weights_scale(motion_ho, appearance_ho, v.config().window_frames,
                                                    {**fit_params, "appearance_weight": v.appearance_weight})

@@ -47,7 +47,8 @@ class AnomalyConfig:
     calibration_seconds: float = 120.0
     fit: dict[str, Any] = field(default_factory=lambda: {
         "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 0.5,
-        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "cell", "motion_mode": "all"})
+        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "cell", "motion_mode": "all",
+        "appearance_pool": "cell"})
 
     @property
     def flow_spec(self) -> dict[str, Any]:

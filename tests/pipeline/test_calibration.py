@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.calibration import MOTION_MODES, anomaly_window, flow_statistics, motion_state
+from pipeline.calibration import MOTION_MODES, anomaly_window, appearance_banks, flow_statistics, motion_state
 from pipeline.features import create_feature
 
 FRAMES = 40
@@ -65,3 +65,19 @@ def test_window_frame_score_smooths() -> None:
     np.testing.assert_array_equal(peak["scores"], window["scores"])
     np.testing.assert_allclose(window["frame_scores"], np.repeat(peak["scores"], 3, axis=1))
     np.testing.assert_array_equal(peak["frame_scores"], maps.reshape(2, 3, -1).max(-1))
+
+
+def test_row_appearance_memory_is_shared_along_the_row() -> None:
+    rng = np.random.default_rng(0)
+    c4 = rng.standard_normal((12, 8, 3, 5)).astype(np.float32)  # [F, C, h, w]
+    cell = appearance_banks(c4, 4, seed=0, pool="cell")
+    row = appearance_banks(c4, 4, seed=0, pool="row")
+    assert cell.shape == row.shape == (15, 4, 8)
+    for y in range(3):
+        block = row[y * 5:(y + 1) * 5]
+        assert (block == block[:1]).all()  # every cell of the row reads the same memory
+        seen = c4[:, :, y, :].transpose(0, 2, 1).reshape(-1, 8)  # what the row's cells saw
+        for kept in block[0]:
+            assert np.isclose(seen, kept).all(axis=1).any()  # kept rows are real features of that row
+    with pytest.raises(ValueError, match="unknown appearance pool"):
+        appearance_banks(c4, 4, 0, "scene")

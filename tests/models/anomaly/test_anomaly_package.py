@@ -162,17 +162,19 @@ def test_frame_heatmap_is_the_window_the_score_came_from(fitted: tuple[Path, Pat
 
 def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk: Path, ped2: Path,
                                                          tmp_path: Path) -> None:
-    """Row statistics, one-sided speed, far-field quantile and window smoothing: ONNX == numpy, and a
-    camera calibrates it live through the runner."""
+    """Row statistics and memory, one-sided speed, far-field quantile and window smoothing: ONNX == numpy,
+    and a camera calibrates it live through the runner."""
     from models.anomaly.cv import Variant
 
-    config = Variant(pool="row", flow_quantile=0.99, window=5, appearance_weight=1.0, motion="speed").config()
+    config = Variant(pool="row", flow_quantile=0.99, window=5, appearance_weight=1.0, motion="speed",
+                     appearance_pool="row").config()
     package = load_package(fit_package(normal_dir, tmp_path / "variant", seed=0, trunk=trunk, config=config))
     m = package.manifest
     assert m.runtime_features["flow"]["quantile"] == 0.99 and m.window.frames == 5
     assert m.calibration is not None and m.calibration.params["pool"] == "row"
     state = package.shipped_state()
     assert state is not None and (state["flow_inv_std"][2] == state["flow_inv_std"][2, :, :1]).all()
+    assert (state["bank"][:23] == state["bank"][:1]).all()  # one patch memory per image row
     frames = _frames(ped2, "Test002", 100, 5)
     flow = create_feature(m.runtime_features["flow"])
     motion = np.stack([flow(f) for f in frames])
@@ -185,11 +187,13 @@ def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk:
     assert np.allclose(got["frame_scores"], got["scores"])  # every frame reads the window mean
     runner = PackageRunner([package])
     runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
-    live = _frames(ped2, "Test001", 0, 30)
+    live = _frames(ped2, "Test001", 0, 40)
     results = []
     for start in range(0, len(live), 8):
         metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(live)))]
         results += runner.process(np.stack(live[start:start + 8]), metas)
+        if start == 16:  # calibration (1.6 s = 16 frames) fits in a thread: let it finish on a loaded machine
+            assert runner.camera_states("cam")[package.name].wait_fitted(120)
     fitted_state = runner.camera_states("cam")[package.name].state
     assert fitted_state is not None and set(fitted_state) >= set(STATE_INPUTS)
     assert (fitted_state["flow_lower"][2] == 0).all() and not fitted_state["flow_inv_std"][0].any()
