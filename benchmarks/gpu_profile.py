@@ -36,6 +36,41 @@ def frames(size: tuple[int, int], count: int) -> np.ndarray:
     return np.stack(out)
 
 
+def profile_package(package_dir: Path, engine: str, options: dict[str, object], calls: int) -> None:
+    package = load_package(package_dir)
+    name = package.manifest.name
+    size = (package.manifest.input.width, package.manifest.input.height)
+    runner = PackageRunner([package], engine, options)
+    cams = [f"cam{i}" for i in range(8)]
+    for cam in cams:
+        runner.add_camera(cam, [Subscription(name, stride=4)])
+    pool = frames(size, 64)
+    rng = np.random.default_rng(0)
+    seq = dict.fromkeys(cams, 0)
+
+    def call(batch: int) -> None:
+        metas = []
+        for i in range(batch):
+            cam = cams[i % len(cams)]
+            metas.append(FrameMeta(cam, seq[cam], time.time(), 0.0))
+            seq[cam] += 1
+        runner.process(pool[rng.integers(0, len(pool), batch)], metas)
+
+    for b in (1, 2, 3, 5, 8, 11, 16) * 3:  # warm-up: graph captures, allocator
+        call(b)
+    profile, times = cProfile.Profile(), []
+    profile.enable()
+    for _ in range(calls):
+        b = int(rng.integers(1, 17))
+        t0 = time.perf_counter()
+        call(b)
+        times.append((time.perf_counter() - t0) / b)
+    profile.disable()
+    print(f"== {name} on {engine} {options}: {np.median(times) * 1e3:.2f} ms/frame median, "
+          f"p90 {np.percentile(times, 90) * 1e3:.2f}; cpu count {os.cpu_count()}")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(18)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=Path, default=Path("build/models"))
@@ -47,43 +82,7 @@ def main() -> None:
     if args.engine == "torch-cuda":
         options = {"fp16": args.fp16, "allow_precision_loss": True, "batch_sizes": [1, 8, 16, 32]}
     for name in ("fight", "ped2-anomaly"):
-        package = load_package(args.models / name)
-        size = (package.manifest.input.width, package.manifest.input.height)
-        runner = PackageRunner([package], args.engine, options)
-        cams = [f"cam{i}" for i in range(8)]
-        for cam in cams:
-            runner.add_camera(cam, [Subscription(name, stride=4)])
-        pool = frames(size, 64)
-        rng = np.random.default_rng(0)
-        seq = dict.fromkeys(cams, 0)
-
-        def call(batch: int) -> None:
-            metas = []
-            for i in range(batch):
-                cam = cams[i % len(cams)]
-                metas.append(FrameMeta(cam, seq[cam], time.time(), 0.0))
-                seq[cam] += 1
-            runner.process(pool[rng.integers(0, len(pool), batch)], metas)
-
-        for b in (1, 2, 3, 5, 8, 11, 16) * 3:  # warm-up: graph captures, allocator
-            call(b)
-        profile, times = cProfile.Profile(), []
-        profile.enable()
-        for _ in range(args.calls):
-            b = int(rng.integers(1, 17))
-            t0 = time.perf_counter()
-            call(b)
-            times.append((time.perf_counter() - t0) / b)
-        profile.disable()
-        print(f"== {name} on {args.engine} fp16={args.fp16}: {np.median(times) * 1e3:.2f} ms/frame median, "
-              f"p90 {np.percentile(times, 90) * 1e3:.2f}; cpu count {os.cpu_count()}")
-        try:
-            import torch
-
-            print(f"torch threads {torch.get_num_threads()}")
-        except ImportError:
-            pass
-        pstats.Stats(profile).sort_stats("tottime").print_stats(18)
+        profile_package(args.models / name, args.engine, options, args.calls)
 
 
 if __name__ == "__main__":
