@@ -3,7 +3,9 @@
 A fitter runs in the inference stage when a camera calibrates live, and in ``models/`` when a
 package is fitted offline, so it is numpy only (no torch). It receives the per-frame sources
 named in the manifest's ``calibration.collect``, each stacked over the collected frames as
-``[F, ...]``, and returns the arrays the graphs read as ``state.<key>``.
+``[F, ...]``, and returns the arrays the graphs read as ``state.<key>``. Live calibration also
+passes ``collected[SEGMENT]`` (``[F]`` ints): frames with different values are not consecutive (a
+gap in the camera's frames, e.g. the motion gate held some back), so no window may span them.
 """
 
 from __future__ import annotations
@@ -18,15 +20,23 @@ from pipeline.registry import Registry
 Fitter = Callable[[Mapping[str, np.ndarray], int, Mapping[str, Any]], dict[str, np.ndarray]]
 
 FITTERS: Registry[Fitter] = Registry("fitter")
+SEGMENT = "segment"
 
 
-def sliding_window_means(frames: np.ndarray, length: int) -> np.ndarray:
-    """Means of every run of ``length`` consecutive rows: ``[F, ...] -> [F - length + 1, ...]``."""
+def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray | None = None) -> np.ndarray:
+    """Means of every run of ``length`` consecutive rows: ``[F, ...] -> [W, ...]``; ``W = F - length + 1``
+    without ``segments``, else only the runs that lie inside one segment (never across a gap)."""
     if frames.shape[0] < length:
         raise ValueError(f"need at least {length} frames to fit, got {frames.shape[0]}")
     csum = np.cumsum(frames.astype(np.float64), axis=0)
     csum = np.concatenate([np.zeros_like(csum[:1]), csum], axis=0)
-    return ((csum[length:] - csum[:-length]) / length).astype(np.float32)
+    means = ((csum[length:] - csum[:-length]) / length).astype(np.float32)
+    if segments is None:
+        return means
+    inside = segments[length - 1:] == segments[:len(segments) - length + 1]
+    if not inside.any():
+        raise ValueError(f"no run of {length} consecutive frames to fit on (gaps split every run)")
+    return means[inside]
 
 
 @FITTERS.register("window_gaussian")
@@ -38,10 +48,10 @@ def fit_window_gaussian(collected: Mapping[str, np.ndarray], window_frames: int,
     ``quantile`` of calibration scores to 1.0, so a score above 1 is "less normal than
     ``quantile`` of what the camera showed while calibrating".
     """
-    source = str(params.get("source", next(iter(collected))))
+    source = str(params.get("source", next(k for k in collected if k != SEGMENT)))
     quantile = float(params.get("quantile", 0.995))
     var_floor = float(params.get("var_floor", 1e-2))
-    windows = sliding_window_means(collected[source], window_frames)  # [W, C, h, w]
+    windows = sliding_window_means(collected[source], window_frames, collected.get(SEGMENT))  # [W, C, h, w]
     mean = windows.mean(axis=0)
     inv_std = 1.0 / np.sqrt(windows.var(axis=0) + var_floor)
     z2 = (((windows - mean) * inv_std) ** 2).mean(axis=1)  # [W, h, w]
@@ -255,6 +265,6 @@ def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_fra
                        np.float32)
     maps = weights[0] * motion + weights[1] * appearance
     peaks = maps.reshape(len(maps), -1).max(axis=1)
-    window_scores = sliding_window_means(peaks[:, None], window_frames)[:, 0]
+    window_scores = sliding_window_means(peaks[:, None], window_frames, collected.get(SEGMENT))[:, 0]
     threshold = max(float(np.quantile(window_scores, float(params.get("quantile", 0.995)))), 1e-6)
     return weights, np.array([1.0 / threshold], np.float32)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.calibration import FITTERS
+from pipeline.calibration import FITTERS, SEGMENT
 from pipeline.errors import ModelPackageError
 from pipeline.features import FrameFeature, create_feature
 from pipeline.modelpkg import ModelPackage
@@ -86,6 +86,7 @@ class CameraPackageState:
         self.state: dict[str, np.ndarray] | None = None
         self.calibration_seconds = calibrate_seconds
         self._collected: dict[str, list[np.ndarray]] = {}
+        self._segments: list[int] = []  # per collected frame: runs of consecutive frames, split at gaps
         self._calibration_start: float | None = None
         self._fitting: threading.Thread | None = None
 
@@ -140,19 +141,30 @@ class CameraPackageState:
         return self.state[source.removeprefix("state.")]
 
     # -- frames --------------------------------------------------------------------------
-    def compute_features(self, frame: np.ndarray) -> dict[str, np.ndarray]:
+    def compute_features(self, frame: np.ndarray, gap: bool = False) -> dict[str, np.ndarray]:
         """Runtime features of this camera's next frame, keyed ``runtime.<name>``.
 
-        Features keep state (the previous frame): call once per frame, in frame order.
+        Features keep state (the previous frame): call once per frame, in frame order. After a
+        ``gap`` they start afresh, as on a camera's first frame (no motion across a gap).
         """
+        if gap:
+            for feature in self.features.values():
+                feature.reset()
         return {key: feature(frame) for key, feature in self.features.items()}
 
-    def push(self, frame: np.ndarray, meta: FrameMeta, sources: dict[str, np.ndarray]) -> bool:
+    def push(self, frame: np.ndarray, meta: FrameMeta, sources: dict[str, np.ndarray], gap: bool = False) -> bool:
         """Add one frame's sources (frame-graph outputs and the runtime features from
-        :meth:`compute_features`); True when a window is due (ring full and stride reached)."""
+        :meth:`compute_features`); True when a window is due (ring full and stride reached).
+
+        After a ``gap`` the ring starts empty: a window is only ever ``frames`` consecutive frames."""
         if self.calibrating:
-            self._collect(meta, sources)
+            self._collect(meta, sources, gap)
             return False
+        if gap:
+            for ring in self.ring.values():
+                ring.clear()
+            self.metas.clear()
+            self.since_window = 0
         for key in self.window_sources:
             self.ring[key].append(sources[key])
         self.metas.append(meta)
@@ -165,13 +177,15 @@ class CameraPackageState:
         return Window(list(self.metas), {k: list(v) for k, v in self.ring.items()}, self.last_frame)
 
     # -- calibration ---------------------------------------------------------------------
-    def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray]) -> None:
+    def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray], gap: bool) -> None:
         spec = self.package.manifest.calibration
         assert spec is not None
         if self._fitting is not None:
             return  # the fit runs in the background; frames meanwhile are neither kept nor scored
         for key in spec.collect:
             self._collected.setdefault(key, []).append(np.array(sources[key], copy=True))
+        segment = self._segments[-1] if self._segments else 0
+        self._segments.append(segment + 1 if gap and self._segments else segment)
         if self._calibration_start is None:
             self._calibration_start = meta.t_stream
         if meta.t_stream - self._calibration_start >= (self.calibration_seconds or spec.seconds):
@@ -197,7 +211,9 @@ class CameraPackageState:
         spec = self.package.manifest.calibration
         assert spec is not None
         collected = {k: np.stack(v) for k, v in self._collected.items()}
+        collected[SEGMENT] = np.asarray(self._segments, np.int64)
         self._collected.clear()
+        self._segments = []
         count = len(next(iter(collected.values())))
         try:
             state = FITTERS.get(spec.fit)(collected, self.frames, spec.params)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.engines import ENGINE_NAMES, EngineConfig, OnnxRuntimeConfig
 from pipeline.errors import ConfigError
+from pipeline.motion_gate import MotionGateConfig
 from pipeline.outputs import OutputConfig
 
 _ENDPOINT = re.compile(r"^(tcp://[^:/]+:\d+|ipc://.+|inproc://.+)$")
@@ -43,6 +44,8 @@ class CameraConfig(_Frozen):
     group: int = Field(0, ge=0, description="capture process this camera is read in")
     worker: int | None = Field(None, ge=0, description="pin to this inference worker (default: balanced)")
     models: list[ModelRef] = Field(min_length=1)
+    motion_gate: MotionGateConfig = Field(MotionGateConfig(), description="the top-level motion_gate: with "
+                                          "this camera's fields on top")
 
     @field_validator("resize")
     @classmethod
@@ -169,6 +172,7 @@ class Config(_Frozen):
     outputs: list[Annotated[OutputConfig, Field(discriminator="type")]] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
     evidence: EvidenceConfig = EvidenceConfig()
+    motion_gate: MotionGateConfig = Field(MotionGateConfig(), description="defaults of every camera's motion_gate")
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -178,6 +182,12 @@ class Config(_Frozen):
         if isinstance(value, dict) and "name" not in value:
             return {"name": "onnxruntime", **value}  # the default engine, as before engines had own models
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_defaults(cls, data: Any) -> Any:
+        """A camera's ``motion_gate:`` fields override the top-level ones, field by field."""
+        return _merge_gate_defaults(data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -204,6 +214,22 @@ class Config(_Frozen):
         for camera in self.cameras:
             groups.setdefault(camera.group, []).append(camera)
         return dict(sorted(groups.items()))
+
+
+def _merge_gate_defaults(data: Any) -> Any:
+    if not isinstance(data, dict) or not isinstance(data.get("motion_gate"), dict):
+        return data
+    cameras = data.get("cameras")
+    if not isinstance(cameras, list):
+        return data
+    defaults = data["motion_gate"]
+    try:
+        MotionGateConfig.model_validate(defaults)
+    except ValidationError:
+        return data  # reported once, at motion_gate:, not again under every camera
+    merged = [{**c, "motion_gate": {**defaults, **(c.get("motion_gate") or {})}}
+              if isinstance(c, dict) and isinstance(c.get("motion_gate", {}), dict | None) else c for c in cameras]
+    return {**data, "cameras": merged}
 
 
 def _check_endpoint(value: str) -> str:

@@ -132,8 +132,9 @@ class InferenceWorker:
             by_shape.setdefault(batch.frames.shape[1:], []).append(batch)
         for group in by_shape.values():
             frames = group[0].frames if len(group) == 1 else np.concatenate([b.frames for b in group])
-            metas = [FrameMeta(c, s, tc, ts) for b in group
-                     for c, s, tc, ts in zip(b.cameras, b.seqs, b.t_capture, b.t_stream, strict=True)]
+            metas = [FrameMeta(c, s, tc, ts, g) for b in group
+                     for c, s, tc, ts, g in zip(b.cameras, b.seqs, b.t_capture, b.t_stream,
+                                                 b.gaps or [False] * len(b.cameras), strict=True)]
             started = time.perf_counter()
             results = self.runner.process(frames, metas)
             self.metrics.latency.observe(time.perf_counter() - started)

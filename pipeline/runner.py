@@ -28,6 +28,7 @@ class FrameMeta:
     seq: int
     t_capture: float  # wall clock (time.time()) when the frame was read
     t_stream: float  # the stream's own timestamp in seconds
+    gap: bool = False  # capture says frames before this one are missing (see PackageRunner.mark_gaps)
 
 
 @dataclass
@@ -90,6 +91,7 @@ class PackageRunner:
                     self._engines[graph.sha256] = create_engine(engine, package.graph_path(graph), engine_options)
         self.state_store = state_store or StateStore(None)
         self._cameras: dict[str, dict[str, CameraPackageState]] = {}
+        self._last_seq: dict[str, int] = {}
         self.timings = StageTimings()
 
     # -- cameras -------------------------------------------------------------------------
@@ -110,16 +112,31 @@ class PackageRunner:
     def process(self, frames: np.ndarray, metas: Sequence[FrameMeta]) -> list[WindowResult]:
         """Run all packages on a batch of frames (any cameras, in arrival order per camera)."""
         rows_by_package = self._rows_by_package(metas)
+        gaps = self.mark_gaps(metas)
         shared: dict[tuple[str, int, int], dict[str, np.ndarray]] = {}
         results: list[WindowResult] = []
         for name, rows in rows_by_package.items():
             package = self.packages[name]
             # Features first: frame graphs may read them, and push() stores them as computed here.
-            features = self._compute_features(package, frames, rows, metas)
+            features = self._compute_features(package, frames, rows, metas, gaps)
             per_frame = self._run_frame_graphs(package, frames, rows, metas, shared, features)
-            due = self._push_frames(package, frames, rows, metas, per_frame)
+            due = self._push_frames(package, frames, rows, metas, per_frame, gaps)
             results.extend(self._run_windows(package, due))
         return results
+
+    def mark_gaps(self, metas: Sequence[FrameMeta]) -> list[bool]:
+        """Per frame: does it follow a gap in its camera's frames?
+
+        A gap is flagged by capture (``meta.gap``: a reopened stream, a looped file) or shows as a
+        jump in the camera's sampled-frame numbers (frames held back by the motion gate or dropped
+        on a full queue). After a gap, windows, frame deltas and flow start afresh.
+        """
+        gaps = []
+        for meta in metas:
+            last = self._last_seq.get(meta.camera)
+            gaps.append(meta.gap or (last is not None and meta.seq != last + 1))
+            self._last_seq[meta.camera] = meta.seq
+        return gaps
 
     def _rows_by_package(self, metas: Sequence[FrameMeta]) -> dict[str, list[int]]:
         rows: dict[str, list[int]] = {}
@@ -137,14 +154,15 @@ class PackageRunner:
         return np.stack([cv2.resize(f, (spec.width, spec.height), interpolation=cv2.INTER_AREA) for f in batch])
 
     def _compute_features(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                          metas: Sequence[FrameMeta]) -> dict[str, np.ndarray]:
+                          metas: Sequence[FrameMeta], gaps: Sequence[bool]) -> dict[str, np.ndarray]:
         """The package's runtime features of ``rows``, stacked ``[len(rows), ...]`` per ``runtime.<name>``."""
         if not package.manifest.runtime_features:
             return {}
         started = time.perf_counter()
         # Row order is frame order per camera, and each camera's features keep their own state
         # (the previous frame), so rows of several cameras interleave safely.
-        per_row = [self._cameras[metas[row].camera][package.name].compute_features(frames[row]) for row in rows]
+        per_row = [self._cameras[metas[row].camera][package.name].compute_features(frames[row], gaps[row])
+                   for row in rows]
         stacked = {key: np.stack([values[key] for values in per_row]) for key in per_row[0]}
         self.timings.add("features", started)
         return stacked
@@ -207,8 +225,8 @@ class PackageRunner:
     def _run_graph(self, graph: GraphSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._engines[graph.sha256].run(inputs)
 
-    def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                     metas: Sequence[FrameMeta], per_frame: dict[str, np.ndarray]) -> list[DueWindow]:
+    def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int], metas: Sequence[FrameMeta],
+                     per_frame: dict[str, np.ndarray], gaps: Sequence[bool]) -> list[DueWindow]:
         """Append each frame's sources (runtime features included) to its camera's ring; return every
         window that fell due."""
         due = []
@@ -217,7 +235,7 @@ class PackageRunner:
             meta = metas[row]
             state = self._cameras[meta.camera][package.name]
             sources = {key: value[i] for key, value in per_frame.items()}
-            if state.push(frames[row], meta, sources):
+            if state.push(frames[row], meta, sources, gaps[row]):
                 due.append((state, state.take_window()))
         self.timings.add("features_and_rings", started)
         return due
@@ -311,6 +329,7 @@ def score_frames(package: ModelPackage, frames: Iterable[np.ndarray], state: dic
     if pending:
         flush()
     runner._cameras.pop(camera, None)
+    runner._last_seq.pop(camera, None)
     return _assemble(results, count, package)
 
 

@@ -291,6 +291,9 @@ class Sink:
             rate = len(recent) / 10.0
             scores = " ".join(f"{m}={s:.2f}" for m, s in sorted(st.scores.items())) or "-"
             states = ",".join(f"{m}:{s}" for m, s in sorted(st.states.items()) if s != "scoring")
+            if "gate_open" in st.capture:
+                states = (f"gate={'open' if st.capture['gate_open'] else 'closed'} "
+                          f"gated={int(st.capture.get('gated', 0))}" + (f" {states}" if states else ""))
             lines.append(f"[status] camera={camera} fps_in={st.capture.get('fps_in', 0.0):.1f} "
                          f"fps_out={st.capture.get('fps_out', 0.0):.1f} "
                          f"windows/s={rate:.1f} drops={int(st.capture.get('dropped', 0))} scores={scores}"

@@ -35,17 +35,24 @@ class FrameBatch:
     t_stream: list[float]
     frames: np.ndarray  # [B, H, W, 3] uint8, read-only view of the message buffer
     stats: dict[str, dict[str, float]]  # per camera: captured / dropped counters, camera fps
+    gaps: list[bool] | None = None  # per frame: capture flags a break before it (optional in the header)
 
 
 def encode_frames(cameras: Sequence[str], seqs: Sequence[int], t_capture: Sequence[float],
                   t_stream: Sequence[float], frames: np.ndarray,
-                  stats: dict[str, dict[str, float]] | None = None) -> list[Any]:
-    """Message parts for a frame batch; the tensor goes as a buffer, not a copy."""
+                  stats: dict[str, dict[str, float]] | None = None, gaps: Sequence[bool] | None = None) -> list[Any]:
+    """Message parts for a frame batch; the tensor goes as a buffer, not a copy. ``gaps`` (optional)
+    flags frames that follow a break in their camera's frames (reopened stream, looped file); a
+    jump in ``seqs`` marks one too (frames held back by the motion gate or dropped)."""
     if frames.ndim != 4 or frames.shape[0] != len(cameras):
         raise ValueError(f"frames must be [B,H,W,C] with B={len(cameras)}, got {frames.shape}")
     header = {"v": VERSION, "kind": KIND_FRAMES, "cameras": list(cameras), "seqs": [int(s) for s in seqs],
               "t_capture": [float(t) for t in t_capture], "t_stream": [float(t) for t in t_stream],
               "dtype": frames.dtype.name, "shape": list(frames.shape), "stats": stats or {}}
+    if gaps is not None:
+        if len(gaps) != len(cameras):
+            raise ValueError(f"gaps must have one flag per frame ({len(cameras)}), got {len(gaps)}")
+        header["gaps"] = [bool(g) for g in gaps]
     payload: Any = np.ascontiguousarray(frames)  # numpy arrays are buffers; pyzmq sends them without a copy
     return [json.dumps(header).encode(), memoryview(payload).cast("B")]
 
@@ -61,13 +68,16 @@ def decode_frames(parts: Sequence[Any]) -> FrameBatch:
     for key in ("seqs", "t_capture", "t_stream"):
         if not isinstance(header.get(key), list) or len(header[key]) != b:
             raise WireError(f"header field {key!r} must be a list of {b} values")
+    gaps = header.get("gaps")
+    if gaps is not None and not (isinstance(gaps, list) and len(gaps) == b and all(isinstance(g, bool) for g in gaps)):
+        raise WireError(f"header field 'gaps' must be a list of {b} booleans")
     frames = _tensor(header, parts[1])
     if frames.ndim != 4 or frames.shape[0] != b or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise WireError(f"frames must be uint8 [{b},H,W,3], got {frames.dtype} {list(frames.shape)}")
     try:
         return FrameBatch([str(c) for c in header["cameras"]], [int(s) for s in header["seqs"]],
                           [float(t) for t in header["t_capture"]], [float(t) for t in header["t_stream"]],
-                          frames, dict(header.get("stats") or {}))
+                          frames, dict(header.get("stats") or {}), gaps)
     except (TypeError, ValueError) as exc:
         raise WireError(f"bad header values: {exc}") from exc
 

@@ -21,6 +21,10 @@ class FrameFeature(Protocol):
         """``frame`` is uint8 HxWx3 RGB at the package input size."""
         ...
 
+    def reset(self) -> None:
+        """Forget the previous frame: the next one follows a gap and is treated as a first frame."""
+        ...
+
 
 class FrameFeatureFactory(Protocol):
     def __call__(self, params: dict[str, Any]) -> FrameFeature:

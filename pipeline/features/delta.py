@@ -45,6 +45,9 @@ class FrameDelta:
         self.gain = float(gain)
         self._previous: np.ndarray | None = None
 
+    def reset(self) -> None:
+        self._previous = None
+
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)

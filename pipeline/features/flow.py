@@ -65,6 +65,9 @@ class FlowCells:
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])  # type: ignore[attr-defined]
         self._previous: np.ndarray | None = None
 
+    def reset(self) -> None:
+        self._previous = None
+
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         return cell_stats(self.field(frame), self.cell, self.moving_px, self.quantile)
 

@@ -77,3 +77,13 @@ def test_mutated_messages_only_ever_raise_wire_error() -> None:
                                                                      "stats": [], "seqs": [1]}):
         with pytest.raises(WireError):
             decode_frames([json.dumps(header_obj).encode(), payload])
+
+
+def test_gap_flags_travel_and_are_optional() -> None:
+    parts = encode_frames(["a", "b"], [1, 9], [1.0, 2.0], [0.1, 0.2], _frames(2), gaps=[False, True])
+    assert decode_frames(parts).gaps == [False, True]
+    assert decode_frames(GOOD).gaps is None  # older capture nodes send none: gaps show as seq jumps
+    bad = json.loads(bytes(parts[0]))
+    bad["gaps"] = [1, 0]
+    with pytest.raises(WireError, match="'gaps' must be a list of 2 booleans"):
+        decode_frames([json.dumps(bad).encode(), parts[1]])
