@@ -12,6 +12,10 @@ background, the fraction of pixels that changed by more than ``pixel_threshold``
   every frame, so a window that ends at the onset frame is complete;
 - back to **closed** once no frame has moved for ``hold_s`` (hysteresis against flicker).
 
+A camera whose models calibrate live is held open for its first ``full_rate_s`` seconds (the
+longest calibration of its models, ``full_rate_seconds``), so calibration sees the camera at the
+rate it will be scored at rather than a few keep-alive bursts.
+
 Frames held back leave a gap in the camera's frame numbers (``seq``); the inference stage treats
 every gap as a break (``pipeline.runner``): windows, frame deltas and optical flow restart after it.
 """
@@ -21,12 +25,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import cv2
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeline.modelpkg import ModelPackage, load_package
+
+if TYPE_CHECKING:
+    from pipeline.config import CameraConfig, Config
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +136,11 @@ class MotionGate(Generic[T]):
         self._last_moving: float | None = None
         self._burst_left = 0
         self._next_keepalive: float | None = None
+        self._forced_until = -np.inf
+
+    def hold_open_until(self, t: float) -> None:
+        """Treat every frame before ``t`` as moving (e.g. while the camera's models calibrate)."""
+        self._forced_until = t
 
     @property
     def is_open(self) -> bool:
@@ -137,7 +151,7 @@ class MotionGate(Generic[T]):
             self.stats.passed += 1
             return [item]
         self.stats.last_motion = moved
-        if moved >= self.config.min_area:
+        if moved >= self.config.min_area or t < self._forced_until:
             self._last_moving = t
         if self.stats.open and (self._last_moving is None or t - self._last_moving > self.config.hold_s):
             self._close(t)
@@ -204,10 +218,13 @@ class GateMetrics:
 class CameraGate(Generic[T]):
     """Detector + state machine + metrics of one camera: what capture calls per sampled frame."""
 
-    def __init__(self, camera: str, config: MotionGateConfig, metrics: GateMetrics | None = None) -> None:
+    def __init__(self, camera: str, config: MotionGateConfig, metrics: GateMetrics | None = None,
+                 full_rate_s: float = 0.0) -> None:
         self.camera, self.config, self.metrics = camera, config, metrics
         self.detector = MotionDetector(config)
         self.gate: MotionGate[T] = MotionGate(config)
+        self.full_rate_s = full_rate_s
+        self._started = False
         if metrics is not None:
             metrics.init_camera(camera, config.enabled)
 
@@ -215,6 +232,9 @@ class CameraGate(Generic[T]):
         """Frames to send now for the sampled ``frame`` (decoded, any size) taken at ``t``."""
         if not self.config.enabled:
             return [item]
+        if not self._started and self.full_rate_s > 0:
+            self.gate.hold_open_until(t + self.full_rate_s)
+        self._started = True
         gated_before, was_open = self.gate.stats.gated, self.gate.is_open
         out = self.gate.offer(t, self.detector(frame), item)
         if self.metrics is not None:
@@ -229,3 +249,25 @@ class CameraGate(Generic[T]):
         if not self.config.enabled:
             return {}
         return {"gate_open": 1.0 if self.gate.is_open else 0.0, "gated": float(self.gate.stats.gated)}
+
+
+def full_rate_seconds(calibrate_seconds: list[float | None], packages: list[ModelPackage]) -> float:
+    """How long a camera's gate stays open at start: the longest live calibration of its models
+    (a model ref's ``calibrate_seconds``, else its package's own calibration when it ships no state).
+    A camera whose calibration was loaded from disk spends these seconds at full rate for nothing."""
+    longest = 0.0
+    for seconds, package in zip(calibrate_seconds, packages, strict=True):
+        spec = package.manifest.calibration
+        if seconds is None and spec is not None and package.shipped_state() is None:
+            seconds = spec.seconds
+        longest = max(longest, seconds or 0.0)
+    return longest
+
+
+def camera_gate(config: Config, camera: CameraConfig, metrics: GateMetrics | None) -> CameraGate[T]:
+    """The gate capture runs for ``camera``, held open while its models calibrate."""
+    full_rate_s = 0.0
+    if camera.motion_gate.enabled:
+        packages = [load_package(config.models[ref.model].path, verify=False) for ref in camera.models]
+        full_rate_s = full_rate_seconds([ref.calibrate_seconds for ref in camera.models], packages)
+    return CameraGate(camera.id, camera.motion_gate, metrics, full_rate_s)

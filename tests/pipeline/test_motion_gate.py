@@ -141,3 +141,22 @@ def test_config_rejects_bad_masks() -> None:
         MotionGateConfig(masks=[[(0, 0), (1, 1)]])
     with pytest.raises(ValueError, match="fractions"):
         MotionGateConfig(masks=[[(0, 0), (2, 0), (1, 1)]])
+
+
+def test_gate_held_open_while_models_calibrate(people: list[tuple[float, np.ndarray]]) -> None:
+    gate: CameraGate[int] = CameraGate("cam", GATE, full_rate_s=3.0)
+    sent = [s for seq, (t, frame) in enumerate(people) for s in gate.offer(t, frame, seq)]
+    # 0..3 s at full rate (calibration sees every frame), held hold_s more, then still until the walk
+    run = next(i for i in range(1, len(sent)) if sent[i] != sent[i - 1] + 1)
+    assert sent[:run] == list(range(run)) and 4.8 <= people[run - 1][0] <= 5.0
+    assert 5.0 < people[sent[run]][0] < 6.0  # the next frame sent is the pre-roll of the walk-in
+
+
+def test_full_rate_seconds_follow_live_calibration(demo_package_path: Path) -> None:
+    from pipeline.modelpkg import load_package
+    from pipeline.motion_gate import full_rate_seconds
+
+    pkg = load_package(demo_package_path)  # calibrates live, ships no state
+    assert pkg.manifest.calibration is not None and pkg.shipped_state() is None
+    assert full_rate_seconds([None], [pkg]) == pkg.manifest.calibration.seconds
+    assert full_rate_seconds([7.0], [pkg]) == 7.0
