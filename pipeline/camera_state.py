@@ -165,10 +165,12 @@ class CameraPackageState:
                 ring.clear()
             self.metas.clear()
             self.since_window = 0
+        # Copies, not views: a view of one row keeps the whole batch's output (or the whole received
+        # message, for the frame) alive, and a ring of T rows from T batches would pin T batches per camera.
         for key in self.window_sources:
-            self.ring[key].append(sources[key])
+            self.ring[key].append(np.array(sources[key], copy=True))
         self.metas.append(meta)
-        self.last_frame = frame
+        self.last_frame = np.array(frame, copy=True)
         self.since_window += 1
         return len(self.metas) == self.frames and (self.since_window >= self.stride or self.since_window == self.frames)
 

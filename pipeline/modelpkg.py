@@ -215,6 +215,7 @@ class ModelPackage:
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.manifest = manifest
+        self._shipped: dict[str, np.ndarray] | None = None
 
     @property
     def name(self) -> str:
@@ -224,11 +225,18 @@ class ModelPackage:
         return self.root / graph.file
 
     def shipped_state(self) -> dict[str, np.ndarray] | None:
+        """The fitted arrays the package ships, loaded once and shared (read-only) by every camera:
+        a memory bank is megabytes, and a copy per camera was most of a camera's memory."""
         path = self.root / STATE_FILE
         if not path.exists():
             return None
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
+        if self._shipped is None:
+            with np.load(path) as data:
+                arrays = {key: data[key] for key in data.files}
+            for array in arrays.values():
+                array.flags.writeable = False
+            self._shipped = arrays
+        return dict(self._shipped)
 
 
 def load_package(root: str | Path, verify: bool = True) -> ModelPackage:

@@ -31,6 +31,8 @@ class OnnxRuntimeConfig(EngineOptions):
     name: Literal["onnxruntime"] = "onnxruntime"
     providers: list[str] = ["CPUExecutionProvider"]
     intra_op_threads: int = Field(1, ge=1)
+    cpu_mem_arena: bool = Field(True, description="keep freed buffers for reuse (a few % faster; off saves "
+                                                  "~250 MiB per worker at batch 32)")
 
 
 class OrtCudaConfig(EngineOptions):
@@ -97,6 +99,7 @@ def session_options(options: Mapping[str, Any]):  # type: ignore[no-untyped-def]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = bool(options.get("cpu_mem_arena", True))
     return so
 
 
