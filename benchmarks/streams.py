@@ -11,6 +11,17 @@ at 10 fps, a decision every 0.4 s. The doubled frame rate then shows as what it 
 per-frame work), not mixed with twice the window work; the fight package's own default stride
 (2 at 10 fps) would score 5 windows/s.
 
+Two workloads:
+
+- **all active** (``run``): every camera plays the people clip (someone in view most of the time)
+  with the motion gate off, as before: what a box sustains when every camera is busy;
+- **mixed** (``run_mixed``): ``ACTIVE_SHARE`` of the cameras play footage with activity (the
+  fight demo clip, the UCSD Ped2 test clips, the people clip from the moment someone walks in,
+  in turn) and the rest a quiet scene (the empty-room start of the people clip, 0-5.5 s, looped:
+  real footage, not black frames), every camera behind the motion gate (its defaults). Drops
+  count the frames the gate let through; latency is every decision's (active cameras make almost
+  all of them).
+
 Figures come from the pipeline's own Prometheus metrics (a real HTTP scrape) and from /proc.
 """
 
@@ -39,27 +50,62 @@ WINDOWS_PER_S = 2.5  # per camera and model: the stride follows from the samplin
 MAX_DROP_RATE, MAX_P99_S = 0.01, 1.5
 WORKERS = 2  # inference processes: one ORT thread each, cameras routed between them
 WARMUP_S = 20.0  # model loading, calibration, first windows
+ACTIVE_SHARE = 0.25  # mixed workload: cameras with activity; the rest show a quiet scene
+DATA = ROOT.parent / "shared" / "data"
+QUIET_S = (0.0, 5.5)  # people.mp4: the empty room before anyone walks in (the motion gate stays closed)
+ACTIVE_FROM_S = 6.0  # people.mp4: someone walks in
 
 
-def make_clip(out: Path, seconds: int = 40) -> Path:
-    """A 640x360 25 fps H.264 clip (ffmpeg/libx264) from the shipped sample; mp4v if no ffmpeg."""
+def make_clip(out: Path, seconds: float = 40, source: Path = SOURCE_CLIP, start: float = 0.0) -> Path:
+    """A 640x360 25 fps H.264 clip (ffmpeg/libx264) from ``source``; mp4v if no ffmpeg."""
     if out.exists():
         return out
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg:
-        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-i", str(SOURCE_CLIP), "-t", str(seconds),
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-ss", str(start), "-i", str(source), "-t", str(seconds),
                         "-vf", f"scale={WIDTH}:{HEIGHT},fps={STREAM_FPS}", "-c:v", "libx264", "-preset", "veryfast",
                         "-g", str(2 * STREAM_FPS), "-pix_fmt", "yuv420p", "-an", str(out)], check=True)
         return out
-    cap = cv2.VideoCapture(str(SOURCE_CLIP))
+    cap = cv2.VideoCapture(str(source))
+    cap.set(cv2.CAP_PROP_POS_MSEC, start * 1000)
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), STREAM_FPS, (WIDTH, HEIGHT))
-    for _ in range(seconds * STREAM_FPS):
+    for _ in range(int(seconds * STREAM_FPS)):
         ok, frame = cap.read()
         if not ok:
             break
         writer.write(cv2.resize(frame, (WIDTH, HEIGHT)))
     writer.release()
     return out
+
+
+def make_ped2_clip(out: Path) -> Path | None:
+    """The six UCSD Ped2 test clips (10 fps JPEG frames) one after the other as a 640x360 25 fps clip."""
+    test = DATA / "ucsd_ped2" / "test"
+    if out.exists() or not test.is_dir():
+        return out if out.exists() else None
+    tmp = out.with_suffix(".tmp.avi")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
+    for clip in sorted(p for p in test.iterdir() if p.is_dir()):
+        for jpg in sorted(clip.glob("*.jpg")):
+            writer.write(cv2.resize(cv2.imread(str(jpg)), (WIDTH, HEIGHT)))
+    writer.release()
+    make_clip(out, 1e6, tmp)
+    tmp.unlink()
+    return out
+
+
+def mixed_sources() -> dict[str, Any]:
+    """Clips of the mixed workload (built once under build/) and where each comes from."""
+    build = ROOT / "build"
+    active = [make_clip(build / "bench-active-fight.mp4", 1e6, ROOT / "deploy" / "samples" / "fight-demo.mp4"),
+              make_ped2_clip(build / "bench-active-ped2.mp4"),
+              make_clip(build / "bench-active-people.mp4", 60, SOURCE_CLIP, ACTIVE_FROM_S)]
+    quiet = make_clip(build / "bench-quiet-people.mp4", QUIET_S[1] - QUIET_S[0], SOURCE_CLIP, QUIET_S[0])
+    return {"active": [p for p in active if p is not None], "quiet": quiet,
+            "described": {"active": "in turn: deploy/samples/fight-demo.mp4 (stitched fight clips), UCSD Ped2 "
+                                    "Test001-006 back to back, deploy/samples/people.mp4 from 6 s (someone in view)",
+                          "quiet": f"deploy/samples/people.mp4 {QUIET_S[0]:g}-{QUIET_S[1]:g} s (the empty room), "
+                                   "looped", "encoding": f"H.264 {WIDTH}x{HEIGHT} {STREAM_FPS} fps, looped"}}
 
 
 def models_under_test(int8: bool = True) -> dict[str, dict[str, Any]]:
@@ -83,10 +129,13 @@ def sampling(models: dict[str, dict[str, Any]]) -> tuple[float, int]:
     return float(fps), max(1, round(fps / WINDOWS_PER_S))
 
 
-def write_config(tmp: Path, clip: Path, n: int, models: dict[str, dict[str, Any]], port: int) -> Path:
+def write_config(tmp: Path, clip: Path | list[Path], n: int, models: dict[str, dict[str, Any]], port: int,
+                 gate: bool = False) -> Path:
+    """``clip``: one clip for every camera, or one per camera."""
     sample_fps, stride = sampling(models)
     refs = ", ".join(f"{{model: {name}, stride: {stride}}}" for name in models)
-    cameras = "\n".join(f"  - {{id: cam{i:02d}, source: {clip}, fps: {sample_fps:g}, loop: true, models: [{refs}]}}"
+    clips = clip if isinstance(clip, list) else [clip] * n
+    cameras = "\n".join(f"  - {{id: cam{i:02d}, source: {clips[i]}, fps: {sample_fps:g}, loop: true, models: [{refs}]}}"
                         for i in range(n))
     model_lines = "\n".join(f"  {name}: {{path: {m['path']}}}" for name, m in models.items())
     path = tmp / f"streams-{n}.yaml"
@@ -98,6 +147,7 @@ sink: {{endpoint: "tcp://127.0.0.1:{port + 20}", snapshots_dir: {tmp}/snapshots,
 cameras:
 {cameras}
 metrics: {{port: {port}}}
+motion_gate: {{enabled: {str(gate).lower()}}}
 """)
     return path
 
@@ -167,9 +217,10 @@ def _role(pid: int, root: int) -> str:
     return stage[0] if stage else "helper"
 
 
-def run_streams(n: int, clip: Path, models: dict[str, dict[str, Any]], seconds: float, tmp: Path) -> dict[str, Any]:
-    port = 19100 + n * 40
-    config = write_config(tmp, clip, n, models, port)
+def run_streams(n: int, clip: Path | list[Path], models: dict[str, dict[str, Any]], seconds: float, tmp: Path,
+                gate: bool = False) -> dict[str, Any]:
+    port = 19100 + n * 40 + (17 if gate else 0)
+    config = write_config(tmp, clip, n, models, port, gate)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--log-level", "warning", "run", str(config),
                              "--duration", str(WARMUP_S + seconds + 30)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -197,8 +248,9 @@ def summarize_run(n: int, before: dict[str, float], after: dict[str, float], wal
     def delta(prefix: str, contains: str = "") -> float:
         return _sum(after, prefix, contains) - _sum(before, prefix, contains)
 
-    sampled = delta("vidwatch_frames_sampled_total")
+    sampled = delta("vidwatch_frames_sampled_total")  # sent on: with the gate, the frames it let through
     dropped = delta("vidwatch_frames_dropped_total")
+    gated = delta("vidwatch_frames_gated_total")
     stages = {k.split('stage="')[1].rstrip('"}'): after[k] - before.get(k, 0.0)
               for k in after if k.startswith("vidwatch_stage_seconds_total")}
     total_cpu = sum(cpu.values())
@@ -207,6 +259,8 @@ def summarize_run(n: int, before: dict[str, float], after: dict[str, float], wal
         "seconds": round(wall, 1),
         "frames_decoded_per_s": round(delta("vidwatch_frames_captured_total") / wall, 1),
         "frames_sampled_per_s": round(sampled / wall, 1),
+        "frames_gated_per_s": round(gated / wall, 1),
+        "gated_share": round(gated / max(gated + sampled, 1.0), 3),
         "windows_per_s": round(delta("vidwatch_windows_scored_total") / wall, 1),
         "drop_rate": round(dropped / max(sampled, 1.0), 4),
         "p50_latency_s": _round(_quantile(before, after, "vidwatch_end_to_end_latency_seconds", 0.5)),
@@ -215,9 +269,17 @@ def summarize_run(n: int, before: dict[str, float], after: dict[str, float], wal
         "cpu_per_stream": round(total_cpu / wall / n, 3),
         "cpu_by_process": {roles[p]: round(c / wall, 2) for p, c in sorted(cpu.items(), key=lambda x: -x[1])},
         "rss_mib": round(sum(rss.values()), 1),
+        "rss_mib_by_process": _by_role(rss, roles),
         "stage_cpu_share": {k: round(v / wall, 3) for k, v in sorted(stages.items(), key=lambda x: -x[1])},
         "errors": [line for line in stderr.splitlines() if "ERROR" in line][:5],
     }
+
+
+def _by_role(values: dict[int, float], roles: dict[int, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pid, value in values.items():
+        out[roles[pid]] = round(out.get(roles[pid], 0.0) + value, 1)
+    return dict(sorted(out.items(), key=lambda x: -x[1]))
 
 
 def _round(value: float | None) -> float | None:
@@ -251,8 +313,50 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool =
         "runs": results,
         "max_streams": best["streams"] if best else 0,
         "at_max": best,
+        "rss_mib_per_stream": rss_per_stream(results),
         "machine": machine_info(),
     }
+
+
+def rss_per_stream(runs: list[dict[str, Any]]) -> float | None:
+    """What each added camera costs in memory: the RSS slope between the two largest passing runs
+    (the first and the last run when fewer than two pass)."""
+    passed = [r for r in runs if r["passed"]] or runs
+    if len(passed) < 2:
+        passed = runs
+    if len(passed) < 2:
+        return None
+    a, b = passed[-2], passed[-1]
+    return round((b["rss_mib"] - a["rss_mib"]) / (b["streams"] - a["streams"]), 1)
+
+
+def run_mixed(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool = True,
+              share: float = ACTIVE_SHARE) -> dict[str, Any]:
+    """The mixed workload: ``share`` of the cameras active, the rest quiet, all behind the motion gate."""
+    models = models_under_test(int8)
+    sources = mixed_sources()
+    tmp = Path(tempfile.mkdtemp(prefix="vidwatch-bench-mixed-"))
+    counts = counts or ((8, 16, 32) if quick else (16, 24, 32, 40, 48, 64))
+    seconds = 20.0 if quick else 30.0
+    results, best = [], None
+    for n in counts:
+        active = max(1, round(share * n))
+        clips = [sources["active"][i % len(sources["active"])] for i in range(active)]
+        clips += [sources["quiet"]] * (n - active)
+        result = run_streams(n, clips, models, seconds, tmp, gate=True)
+        result["active_cameras"] = active
+        result["passed"] = passes(result)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        if result["passed"]:
+            best = result
+        elif best is not None or n >= 16:
+            break
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"workload": {**workload(models, int8), "active_share": share, "sources": sources["described"],
+                         "motion_gate": "enabled on every camera, defaults (pipeline/motion_gate.py)"},
+            "runs": results, "max_streams_mixed": best["streams"] if best else 0, "at_max": best,
+            "active_share": share, "rss_mib_per_stream": rss_per_stream(results)}
 
 
 def workload(models: dict[str, dict[str, Any]], int8: bool) -> dict[str, Any]:
@@ -279,4 +383,4 @@ def workload(models: dict[str, dict[str, Any]], int8: bool) -> dict[str, Any]:
 if __name__ == "__main__":
     quick = "--quick" in sys.argv
     counts = tuple(int(a) for a in sys.argv[1:] if a.isdigit()) or None
-    print(json.dumps(run(quick, counts), indent=2))
+    print(json.dumps(run_mixed(quick, counts) if "--mixed" in sys.argv else run(quick, counts), indent=2))
