@@ -1,6 +1,6 @@
 """make bench: run every benchmark, write benchmarks/results/<date>-<host>.{json,md,png}.
 
-    python -m benchmarks [--quick] [--only transport,engines,accuracy,action,streams]
+    python -m benchmarks [--quick] [--only transport,engines,accuracy,action,streams,mixed,gate]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import action, engines, profile, streams, transport
+from benchmarks import action, engines, gate, profile, streams, transport
 from benchmarks.common import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -22,7 +22,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="transport,engines,accuracy,action,streams")
+    parser.add_argument("--only", default="transport,engines,accuracy,action,streams,mixed,gate")
     parser.add_argument("--rewrite", type=Path, help="re-derive headline, table and plot of a results JSON")
     args = parser.parse_args()
     if args.rewrite:
@@ -45,6 +45,10 @@ def main() -> None:
         report["action"] = action.run(args.quick)
     if "streams" in only:
         report["streams"] = streams.run(args.quick)
+    if "mixed" in only:  # a share of the cameras active, the rest quiet, all behind the motion gate
+        report["mixed"] = streams.run_mixed(args.quick)
+    if "gate" in only:  # does the gate lose events? alerts and Ped2 AUC with it on vs off
+        report["gate"] = gate.run(args.quick)
     report.update(headline(report))
     report["bench_seconds"] = round(time.monotonic() - started, 1)
     write(report, RESULTS / f"{dt.date.today().isoformat()}-{socket.gethostname()}")
@@ -66,7 +70,24 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     if s:
         at_max = s.get("at_max") or {}
         out.update(max_streams=s["max_streams"], p99_latency_s=at_max.get("p99_latency_s"),
-                   drop_rate=at_max.get("drop_rate"))
+                   drop_rate=at_max.get("drop_rate"), cpu_cores_at_max=at_max.get("cpu_cores_used"),
+                   rss_mib_per_stream=s.get("rss_mib_per_stream"))
+    mx = report.get("mixed")
+    if mx:
+        at_max = mx.get("at_max") or {}
+        out.update(max_streams_mixed=mx["max_streams_mixed"], active_share=mx["active_share"],
+                   mixed_p99_latency_s=at_max.get("p99_latency_s"), mixed_drop_rate=at_max.get("drop_rate"),
+                   mixed_cpu_cores_at_max=at_max.get("cpu_cores_used"),
+                   mixed_rss_mib_per_stream=mx.get("rss_mib_per_stream"))
+    g = report.get("gate")
+    if g:
+        out["gate_agreement"] = {
+            "alerts_same": g["alerts_same"],
+            **{f"{k}_alerts_off_on_matched": [g[k]["alerts_gate_off"], g[k]["alerts_gate_on"], g[k]["matched"]]
+               for k in ("demo", "ped2", "fight")},
+            **{f"{k}_frames_sent_share": g[k]["frames_sent_share"] for k in ("demo", "ped2", "fight")},
+            "ped2_auc_gate_off": g["ped2"]["auc_gate_off"], "ped2_auc_gate_on": g["ped2"]["auc_gate_on"],
+            "ped2_auc_change_points": g["ped2"]["auc_change_points"]}
     t = report.get("transport")
     if t:
         row = t["cases"]["1MB_raw_ipc"]
@@ -122,6 +143,10 @@ def markdown(r: dict[str, Any]) -> str:
             lines += [f"| {k} | {v:.3f} |" for k, v in s["at_max"]["stage_cpu_share"].items()]
             lines += ["", "CPU by process: " + ", ".join(f"{k} {v}" for k, v in s["at_max"]["cpu_by_process"].items()),
                       ""]
+    if "mixed" in r:
+        lines += mixed_markdown(r["mixed"])
+    if "gate" in r:
+        lines += gate_markdown(r["gate"])
     if "accuracy" in r:
         lines += ["## Detection quality of the benchmarked models, FP32 vs INT8", "",
                   "| model | metric | FP32 | INT8 |", "|---|---|---|---|"]
@@ -156,6 +181,42 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mixed_markdown(mx: dict[str, Any]) -> list[str]:
+    w = mx["workload"]
+    lines = ["## Streams per box, mixed workload (motion gate on every camera)", "",
+             f"{w['active_share']:.0%} of the cameras active: {w['sources']['active']}; the rest quiet: "
+             f"{w['sources']['quiet']}. {w['sources']['encoding']}; sampled at {w['sample_fps']} fps, both models, "
+             f"stride {w['window_stride_frames']}. Pass: {w['criteria']} (drops of the frames the gate let "
+             "through; latency of every decision).", "",
+             "| streams | active | gated share | drop rate | p50 s | p99 s | CPU cores | RSS MiB | pass |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in mx["runs"]:
+        lines.append(f"| {run['streams']} | {run['active_cameras']} | {run['gated_share']:.0%} "
+                     f"| {run['drop_rate']:.2%} | {run['p50_latency_s']} | {run['p99_latency_s']} "
+                     f"| {run['cpu_cores_used']} | {run['rss_mib']} "
+                     f"| {'yes' if run['passed'] else 'no'} |")
+    lines += ["", f"**Max streams, mixed: {mx['max_streams_mixed']}**; RSS per added camera "
+                  f"{mx.get('rss_mib_per_stream')} MiB", ""]
+    if mx.get("at_max"):
+        lines += ["RSS by process at the maximum (MiB): "
+                  + ", ".join(f"{k} {v}" for k, v in mx["at_max"].get("rss_mib_by_process", {}).items()), ""]
+    return lines
+
+
+def gate_markdown(g: dict[str, Any]) -> list[str]:
+    lines = ["## Motion gate: alerts and AUC with the gate on vs off", "", g["method"], "",
+             "| source | alerts off | alerts on | matched | max start shift s | tolerance s | frames sent | same |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k in ("demo", "ped2", "fight"):
+        row = g[k]
+        lines.append(f"| {k} | {row['alerts_gate_off']} | {row['alerts_gate_on']} | {row['matched']} | "
+                     f"{row['max_start_shift_s']} | {row['tolerance_s']} | {row['frames_sent_share']:.0%} | "
+                     f"{'yes' if row['same_events'] else 'no'} |")
+    p = g["ped2"]
+    return [*lines, "", f"Ped2 pooled frame AUC: gate off {p['auc_gate_off']}, gate on {p['auc_gate_on']} "
+            f"({p['auc_change_points']:+} points; {p['protocol']}).", ""]
+
+
 def action_markdown(a: dict[str, Any]) -> list[str]:
     w = a["workload"]
     stages = list(a["fp32"]["stage_ms_per_frame"])
@@ -178,26 +239,37 @@ def action_markdown(a: dict[str, Any]) -> list[str]:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    if "streams" not in r:
+    runs = (r.get("streams") or {}).get("runs", [])
+    mixed = (r.get("mixed") or {}).get("runs", [])
+    if not runs and not mixed:
         return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = r["streams"]["runs"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([x["streams"] for x in runs], [x["p99_latency_s"] or 0 for x in runs], "o-", label="p99 latency")
-    ax.plot([x["streams"] for x in runs], [x["p50_latency_s"] or 0 for x in runs], "s--", label="p50 latency")
+    ax2 = ax.twinx()
+    title = f"vidwatch on {r['machine']['cores']} cores:"
+    for label, marker, rows in (("all active", "o", runs),
+                                (f"mixed, {r.get('mixed', {}).get('active_share', 0):.0%} active, gated", "^", mixed)):
+        if not rows:
+            continue
+        n = [x["streams"] for x in rows]
+        ax.plot(n, [x["p99_latency_s"] or 0 for x in rows], f"{marker}-", label=f"p99 latency, {label}")
+        ax.plot(n, [x["p50_latency_s"] or 0 for x in rows], f"{marker}--", alpha=0.6, label=f"p50 latency, {label}")
+        ax2.bar(n, [100 * x["drop_rate"] for x in rows], alpha=0.2, color="gray", width=1.5)
     ax.axhline(streams.MAX_P99_S, color="red", lw=0.8, label=f"p99 bar {streams.MAX_P99_S} s")
     ax.set_xlabel("camera streams (640x360, 25 fps)")
     ax.set_ylabel("capture -> decision latency (s)")
-    ax2 = ax.twinx()
-    ax2.bar([x["streams"] for x in runs], [100 * x["drop_rate"] for x in runs], alpha=0.2, color="gray", width=1.5)
     ax2.set_ylabel("frames dropped (%)")
-    ax2.set_ylim(0, max(1.0, *[100 * x["drop_rate"] * 1.2 for x in runs]))
-    ax.legend(loc="upper left")
-    ax.set_title(f"vidwatch on {r['machine']['cores']} cores: max {r['streams']['max_streams']} streams")
+    ax2.set_ylim(0, max(1.0, *[100 * x["drop_rate"] * 1.2 for x in runs + mixed]))
+    ax.legend(loc="upper left", fontsize=7)
+    if runs:
+        title += f" max {r['streams']['max_streams']} streams all active"
+    if mixed:
+        title += f", {r['mixed']['max_streams_mixed']} mixed"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -219,7 +219,7 @@ def fight(quick: bool) -> dict[str, Any]:
     package = load_package(ROOT / "build" / "models" / "fight")
     fps = package.manifest.window.fps or 10.0
     root = DATA / "fight" / "train"
-    clips = [p for kind in ("fight", "nofight") for p in sorted((root / kind).glob("*.mp4"))[:10 if quick else None]]
+    clips = [p for kind in ("fight", "nofight") for p in sorted((root / kind).glob("*.mp4"))[:10 if quick else 50]]
     rule = rule.model_copy(update={"model": package.name, "cameras": []})
     cams = ((clip.stem, [Subscription(package.name)], sample_file(clip, fps), 0.0) for clip in clips)
     both = _both(lambda: PackageRunner([package]), cams)

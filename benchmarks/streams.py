@@ -295,7 +295,7 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool =
     models = models_under_test(int8)
     tmp = Path(tempfile.mkdtemp(prefix="vidwatch-bench-"))
     clip = make_clip(ROOT / "build" / "bench-640x360-25fps.mp4")
-    counts = counts or ((4, 8, 16) if quick else (4, 8, 12, 16, 20, 24, 32))
+    counts = counts or ((4, 8, 16) if quick else (8, 12, 16, 20, 24, 32))
     seconds = 20.0 if quick else 30.0
     results, best = [], None
     for n in counts:

@@ -93,3 +93,24 @@ def test_evidence_defaults_and_a_ring_too_short_for_a_clip() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(VALID + "evidence: {endpoint: 'localhost:5570'}\n")
     assert err.value.problems[0].startswith("evidence.endpoint (line 8): must be a ZeroMQ endpoint")
+
+
+def test_motion_gate_defaults_then_camera_overrides_field_by_field() -> None:
+    text = VALID.replace("cameras:", """motion_gate: {enabled: true, hold_s: 3}
+cameras:""") + """  - id: c2
+    source: y.mp4
+    models: [{model: a}]
+    motion_gate: {enabled: false, masks: [[[0, 0], [0.5, 0], [0.5, 0.2]]]}
+"""
+    config = parse_config(text)
+    first, second = config.cameras[0].motion_gate, config.cameras[1].motion_gate
+    assert first.enabled and first.hold_s == 3 and not first.masks
+    assert not second.enabled and second.hold_s == 3 and len(second.masks) == 1
+    assert not parse_config(VALID).cameras[0].motion_gate.enabled  # off unless asked for
+
+
+def test_bad_motion_gate_defaults_are_reported_once_with_their_line() -> None:
+    text = VALID.replace("cameras:", "motion_gate: {hold_s: -1}\ncameras:")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert [p.split(":")[0] for p in err.value.problems] == ["motion_gate.hold_s (line 4)"]
