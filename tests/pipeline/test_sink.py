@@ -115,3 +115,19 @@ def test_snapshot_is_the_native_frame_from_capture_and_end_waits_for_clip(models
     assert end["clip"] is None and "not recorded on this capture node" in end["clip_error"]
     assert registry.get_sample_value("vidwatch_snapshots_total", {"resolution": "full"}) == 1
     assert registry.get_sample_value("vidwatch_clips_total", {"result": "failed"}) == 1
+
+
+def test_status_line_shows_the_motion_gate(models_dir: Path, tmp_path: Path) -> None:
+    config = make_config(models_dir, tmp_path, """  - {id: cam, source: x.mp4, models: [{model: demo-anomaly}]}
+  - {id: plain, source: x.mp4, models: [{model: demo-anomaly}]}""")
+    sink = Sink(config, CollectorRegistry())
+    try:
+        record = {"camera": "", "package": "", "scores": [], "labels": [], "t_capture": 0.0, "seq": -1, "status": {},
+                  "stats": {"cam": {"fps_in": 25.0, "fps_out": 0.8, "dropped": 0, "gate_open": 0.0, "gated": 412.0},
+                            "plain": {"fps_in": 25.0, "fps_out": 10.0, "dropped": 0}}}
+        sink._update_status(record)
+        lines = dict(zip(("cam", "plain"), sink.status_lines(), strict=True))
+    finally:
+        sink.shutdown()
+    assert "gate=closed gated=412" in lines["cam"]
+    assert "gate=" not in lines["plain"]  # a camera without the gate shows nothing about it
