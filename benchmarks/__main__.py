@@ -250,7 +250,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax2 = ax.twinx()
-    title = f"vidwatch on {r['machine']['cores']} cores:"
+    title = f"vidwatch on {r['machine']['cores']} cores: max"
     for label, marker, rows in (("all active", "o", runs),
                                 (f"mixed, {r.get('mixed', {}).get('active_share', 0):.0%} active, gated", "^", mixed)):
         if not rows:
@@ -266,9 +266,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
     ax2.set_ylim(0, max(1.0, *[100 * x["drop_rate"] * 1.2 for x in runs + mixed]))
     ax.legend(loc="upper left", fontsize=7)
     if runs:
-        title += f" max {r['streams']['max_streams']} streams all active"
+        title += f" {r['streams']['max_streams']} streams all active" + (", " if mixed else "")
     if mixed:
-        title += f", {r['mixed']['max_streams_mixed']} mixed"
+        title += f" {r['mixed']['max_streams_mixed']} mixed"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
