@@ -66,6 +66,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("Reconnects", "Camera (re)open attempts after a failure.", [
             Query(f"sum by (camera) (increase(vidwatch_camera_reconnects_total{{{CAM}}}{RATE}))", "{{camera}}"),
         ]),
+        Panel("Motion gate", "open: 1 while a camera's frames go to the models at full rate (also 1 with the gate "
+              "off); gated: frames per second held back as still (keep-alive bursts still go out).", [
+            Query(f"max by (camera) (vidwatch_motion_gate_open{{{CAM}}})", "{{camera}} open"),
+            Query(f"sum by (camera) (rate(vidwatch_frames_gated_total{{{CAM}}}{RATE}))", "{{camera}} gated fps"),
+        ]),
         Panel("Age of the last frame", "Seconds since the camera's latest frame was decoded.", [
             Query(f"time() - max by (camera) (vidwatch_last_frame_timestamp_seconds{{{CAM}}})", "{{camera}}"),
         ], unit="s"),
