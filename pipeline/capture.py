@@ -23,6 +23,7 @@ from pipeline.config import CameraConfig, CaptureConfig, Config
 from pipeline.errors import SourceError, VidwatchError
 from pipeline.evidence_ring import CameraEvidence, camera_evidence, start_snapshot_server
 from pipeline.modelpkg import load_package
+from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.sampling import RateSampler
 from pipeline.sources import Source, open_source
 from pipeline.transport import frames_push, worker_endpoint
@@ -50,6 +51,7 @@ class CaptureMetrics:
                                 "Unix time the camera's latest frame was decoded (age: time() - this)", ["camera"],
                                 registry=registry, multiprocess_mode="livemax")
         self.stage_seconds = stage_seconds_counter(registry)
+        self.gate = GateMetrics(registry)
 
 
 def stage_seconds_counter(registry: CollectorRegistry | None) -> Counter:
@@ -63,6 +65,7 @@ class SampledFrame:
     t_capture: float
     t_stream: float
     rgb: np.ndarray
+    gap: bool = False  # frames before this one are missing (stream reopened, file looped)
 
 
 @dataclass
@@ -93,7 +96,8 @@ class CameraReader(threading.Thread):
     """Reads one camera forever: open, grab, sample, retrieve, resize, enqueue; reopen on failure."""
 
     def __init__(self, camera: CameraConfig, size: tuple[int, int], settings: CaptureConfig,
-                 metrics: CaptureMetrics, stop: threading.Event, evidence: CameraEvidence | None = None) -> None:
+                 metrics: CaptureMetrics, stop: threading.Event, evidence: CameraEvidence | None = None,
+                 gate: CameraGate[SampledFrame] | None = None) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
         self.camera, self.size, self.settings, self.metrics, self.stop = camera, size, settings, metrics, stop
         self.evidence = evidence
@@ -103,6 +107,7 @@ class CameraReader(threading.Thread):
         self.finished = False  # a file that ended without loop
         self._seq = 0
         self._stream_offset = 0.0  # keeps stream time increasing across file loops
+        self.gate: CameraGate[SampledFrame] = gate or CameraGate(camera.id, camera.motion_gate, metrics.gate)
 
     def run(self) -> None:
         backoff = self.settings.reconnect_min_s
@@ -131,6 +136,7 @@ class CameraReader(threading.Thread):
         sampler = RateSampler(self.camera.fps)
         pacer = _Pacer(self.camera.playback_speed) if (self.camera.realtime and not source.live) else None
         last_t = self._stream_offset
+        gap = True  # a (re)opened stream does not continue the frames before it
         logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
         decode = self.metrics.stage_seconds.labels("decode")
         resize = self.metrics.stage_seconds.labels("resize")
@@ -158,31 +164,35 @@ class CameraReader(threading.Thread):
             if pacer is not None:
                 pacer.wait(t_stream, self.stop)
             # Live streams are sampled on arrival time: their timestamps can stall or jump.
-            if not sampler.keep(time.monotonic() if source.live else t_stream):
+            t_sample = time.monotonic() if source.live else t_stream
+            if not sampler.keep(t_sample):
                 continue
-            started = time.perf_counter()
             bgr = source.retrieve()
-            rgb = self._convert(bgr)
-            resize.inc(time.perf_counter() - started)
-            if self.evidence is not None:  # the native frame, kept for snapshots and clips
+            held = SampledFrame(self._seq, t_capture, t_stream, bgr, gap)
+            self._seq, gap = self._seq + 1, False  # frames the gate holds back leave a gap in seq
+            if self.evidence is not None:  # every sampled native frame, gated or not: snapshots of any seq
                 started = time.perf_counter()
-                self.evidence.on_frame(self._seq, t_capture, bgr)
+                self.evidence.on_frame(held.seq, t_capture, bgr)
                 evidence.inc(time.perf_counter() - started)
-            self._enqueue(rgb, t_capture, t_stream)
+            # The gate's pre-roll holds references to these same arrays (no second copy of a frame).
+            for frame in self.gate.offer(t_sample, bgr, held):  # resized only when sent
+                started = time.perf_counter()
+                frame.rgb = self._convert(frame.rgb)
+                resize.inc(time.perf_counter() - started)
+                self._enqueue(frame)
 
     def _convert(self, bgr: np.ndarray) -> np.ndarray:
         small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # convert after resizing: fewer pixels
 
-    def _enqueue(self, rgb: np.ndarray, t_capture: float, t_stream: float) -> None:
+    def _enqueue(self, frame: SampledFrame) -> None:
         with self.lock:
             if len(self.queue) == self.queue.maxlen:
                 self.metrics.dropped.labels(self.camera.id, "queue_full").inc()
                 self.stats.dropped += 1
-            self.queue.append(SampledFrame(self._seq, t_capture, t_stream, rgb))
+            self.queue.append(frame)
         self.metrics.sampled.labels(self.camera.id).inc()
         self.stats.tick_sampled()
-        self._seq += 1
 
     def drain(self) -> list[SampledFrame]:
         with self.lock:
@@ -228,7 +238,8 @@ class CaptureNode:
         self.metrics = CaptureMetrics(registry)
         self.evidence = {c.id: camera_evidence(config, c) for c in cameras}
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop,
-                                     self.evidence[c.id]) for c in cameras]
+                                     self.evidence[c.id], camera_gate(config, c, self.metrics.gate))
+                        for c in cameras]
         self.group = group
         self.reader_of = {r.camera.id: r for r in self.readers}
         for camera in cameras:  # every series exists from the start, so rate() and alerts see zeros
@@ -281,11 +292,12 @@ class CaptureNode:
 
     def _send(self, worker: int, items: list[tuple[str, SampledFrame]]) -> int:
         stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in,
-                               "fps_out": r.stats.fps_out}
+                               "fps_out": r.stats.fps_out, **r.gate.status()}
                  for r in self.readers}
         started = time.perf_counter()
         parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],
-                              [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats)
+                              [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats,
+                              [f.gap for _, f in items])
         serialized = time.perf_counter()
         self.metrics.stage_seconds.labels("serialize").inc(serialized - started)
         try:

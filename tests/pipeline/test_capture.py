@@ -78,3 +78,34 @@ def test_dead_camera_does_not_stop_the_others(models_dir: Path, tmp_path: Path) 
     assert any("ok" in b.cameras for b in batches)
     assert registry.get_sample_value("vidwatch_camera_up", {"camera": "dead"}) == 0
     assert (registry.get_sample_value("vidwatch_camera_reconnects_total", {"camera": "dead"}) or 0) >= 1
+
+
+def test_motion_gate_holds_back_the_still_start_and_sends_the_preroll(models_dir: Path, tmp_path: Path) -> None:
+    cameras = f"""  - id: a
+    source: {PEOPLE_CLIP}
+    fps: 10
+    realtime: true
+    playback_speed: 4
+    models: [{{model: demo-anomaly, calibrate_seconds: 1}}]
+    motion_gate: {{enabled: true, hold_s: 2}}"""
+    config = make_config(models_dir, tmp_path, cameras)
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.bind(config.inference.endpoint)
+    registry = CollectorRegistry()
+    with running(CaptureNode(config, 0, registry)):
+        batches = _receive(pull, 4.0)  # 16 s of the clip: empty room until ~6 s, then someone walks in
+    pull.close(0)
+    sent = [(s, t, g) for b in batches for s, t, g in zip(b.seqs, b.t_stream, b.gaps or [], strict=True)]
+    seqs = [s for s, _, _ in sent]
+    assert sent[0][2] and not any(g for _, _, g in sent[1:])  # a fresh stream is flagged; the rest are seq jumps
+    # Open while the model calibrates (1 s) and hold_s after it: 0..3 s at full rate.
+    first_run = next(i for i in range(1, len(seqs)) if seqs[i] != seqs[i - 1] + 1)
+    assert seqs[:first_run] == list(range(first_run)) and 2.8 <= sent[first_run - 1][1] <= 3.1
+    # Then the still room is held back; the pre-roll (8 frames before the walk-in at ~6 s) and every frame after.
+    onset = seqs[first_run]
+    assert 4.5 < sent[first_run][1] < 6.0
+    assert seqs[first_run:] == list(range(onset, onset + len(seqs) - first_run))
+    gated = registry.get_sample_value("vidwatch_frames_gated_total", {"camera": "a"})
+    assert gated == onset - first_run
+    assert registry.get_sample_value("vidwatch_motion_gate_open", {"camera": "a"}) == 1
+    assert (registry.get_sample_value("vidwatch_frames_sampled_total", {"camera": "a"}) or 0) >= len(seqs)
