@@ -7,7 +7,8 @@ background, the fraction of pixels that changed by more than ``pixel_threshold``
 
 - **closed** (still scene): frames are held back. Every ``keepalive_every_s`` a burst of
   ``keepalive_frames`` consecutive frames still goes out, so appearance models score a full
-  window now and then and live calibration keeps seeing the camera;
+  window now and then and live calibration keeps seeing the camera (each camera's bursts at its
+  own phase of the interval, so cameras started together do not burst together);
 - **open** (motion): the ``preroll_frames`` frames held just before the onset go out first, then
   every frame, so a window that ends at the onset frame is complete;
 - back to **closed** once no frame has moved for ``hold_s`` (hysteresis against flicker).
@@ -23,6 +24,7 @@ every gap as a break (``pipeline.runner``): windows, frame deltas and optical fl
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -129,8 +131,9 @@ class MotionGate(Generic[T]):
     sampling clock, its motion fraction, and whatever the caller sends) and returns what to send
     now, oldest first: nothing, the frame, or the pre-roll then the frame."""
 
-    def __init__(self, config: MotionGateConfig) -> None:
+    def __init__(self, config: MotionGateConfig, keepalive_phase_s: float = 0.0) -> None:
         self.config = config
+        self.keepalive_phase_s = keepalive_phase_s  # delay of the first burst of a camera that starts still
         self.stats = GateStats()
         self._preroll: deque[T] = deque(maxlen=max(config.preroll_frames, 1))
         self._last_moving: float | None = None
@@ -174,7 +177,7 @@ class MotionGate(Generic[T]):
 
     def _closed(self, t: float, item: T) -> list[T]:
         if self._next_keepalive is None:
-            self._next_keepalive = t  # a camera that starts still sends one burst at once
+            self._next_keepalive = t + self.keepalive_phase_s
         if self._burst_left == 0 and self.config.keepalive_frames and t >= self._next_keepalive:
             self._burst_left = self.config.keepalive_frames
             self._next_keepalive = t + self.config.keepalive_every_s
@@ -219,10 +222,14 @@ class CameraGate(Generic[T]):
     """Detector + state machine + metrics of one camera: what capture calls per sampled frame."""
 
     def __init__(self, camera: str, config: MotionGateConfig, metrics: GateMetrics | None = None,
-                 full_rate_s: float = 0.0) -> None:
+                 full_rate_s: float = 0.0, keepalive_phase_s: float | None = None) -> None:
         self.camera, self.config, self.metrics = camera, config, metrics
         self.detector = MotionDetector(config)
-        self.gate: MotionGate[T] = MotionGate(config)
+        if keepalive_phase_s is None:
+            # Cameras started together would burst together, every keepalive_every_s, all at once:
+            # each camera's bursts get their own phase in the interval, fixed by its id.
+            keepalive_phase_s = (zlib.crc32(camera.encode()) % 1000) / 1000 * config.keepalive_every_s
+        self.gate: MotionGate[T] = MotionGate(config, keepalive_phase_s)
         self.full_rate_s = full_rate_s
         self._started = False
         if metrics is not None:

@@ -116,7 +116,7 @@ def test_sliding_windows_with_segments() -> None:
 def test_gated_people_clip_through_the_runner(tmp_path: Path, frames: np.ndarray) -> None:
     """The motion gate in front of the runner, as in capture: the still start is held back except
     the keep-alive burst; windows cover the burst and the walk from the pre-roll on, never the gap."""
-    gate: CameraGate[int] = CameraGate("cam", MotionGateConfig(enabled=True))
+    gate: CameraGate[int] = CameraGate("cam", MotionGateConfig(enabled=True), keepalive_phase_s=0)
     sent = [s for s in range(len(frames)) for s in gate.offer(s / 10.0, frames[s], s)]
     runner = _runner(tmp_path)
     results = _feed(runner, frames, sent)

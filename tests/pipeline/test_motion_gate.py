@@ -43,7 +43,7 @@ def people() -> list[tuple[float, np.ndarray]]:
 
 def run_gate(frames: list[tuple[float, np.ndarray]], config: MotionGateConfig = GATE,
              registry: CollectorRegistry | None = None) -> tuple[list[int], CameraGate[int]]:
-    gate: CameraGate[int] = CameraGate("cam", config, GateMetrics(registry) if registry else None)
+    gate: CameraGate[int] = CameraGate("cam", config, GateMetrics(registry) if registry else None, keepalive_phase_s=0)
     sent: list[int] = []
     for seq, (t, frame) in enumerate(frames):
         sent += gate.offer(t, frame, seq)
@@ -160,3 +160,19 @@ def test_full_rate_seconds_follow_live_calibration(demo_package_path: Path) -> N
     assert pkg.manifest.calibration is not None and pkg.shipped_state() is None
     assert full_rate_seconds([None], [pkg]) == pkg.manifest.calibration.seconds
     assert full_rate_seconds([7.0], [pkg]) == 7.0
+
+
+def test_cameras_started_together_burst_at_their_own_phase(people: list[tuple[float, np.ndarray]]) -> None:
+    still = [(t, f) for t, f in people if t < ONSET_S - 0.3]  # 5.7 s of the empty room
+    config = MotionGateConfig(enabled=True, keepalive_every_s=5.0)
+    firsts = {}
+    for camera in (f"cam{i:02d}" for i in range(8)):
+        gate: CameraGate[int] = CameraGate(camera, config)
+        assert 0 <= gate.gate.keepalive_phase_s < config.keepalive_every_s
+        sent = [s for seq, (t, frame) in enumerate(still) for s in gate.offer(t, frame, seq)]
+        assert sent[:8] == list(range(sent[0], sent[0] + 8))  # a burst of 8 consecutive frames ...
+        assert all(s >= sent[0] + 50 for s in sent[8:])  # ... and the next one 5 s later
+        assert abs(still[sent[0]][0] - gate.gate.keepalive_phase_s) <= 0.1
+        firsts[camera] = sent[0]
+    starts = sorted(still[s][0] for s in firsts.values())  # spread over the interval, not all at once
+    assert len(set(starts)) >= 6 and starts[-1] - starts[0] > config.keepalive_every_s / 2
