@@ -297,16 +297,7 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool =
     clip = make_clip(ROOT / "build" / "bench-640x360-25fps.mp4")
     counts = counts or ((4, 8, 16) if quick else (8, 12, 16, 20, 24, 32))
     seconds = 20.0 if quick else 30.0
-    results, best = [], None
-    for n in counts:
-        result = run_streams(n, clip, models, seconds, tmp)
-        result["passed"] = passes(result)
-        results.append(result)
-        print(json.dumps(result), flush=True)
-        if result["passed"]:
-            best = result
-        elif best is not None or n >= 8:
-            break  # past the knee: more streams only fail harder
+    results, best = search(counts, lambda n: run_streams(n, clip, models, seconds, tmp))
     shutil.rmtree(tmp, ignore_errors=True)
     return {
         "workload": workload(models, int8),
@@ -316,6 +307,27 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool =
         "rss_mib_per_stream": rss_per_stream(results),
         "machine": machine_info(),
     }
+
+
+def search(counts: tuple[int, ...], run_n: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Run stream counts upwards until one fails after a pass; if the first fails, try half of it
+    (once), so a slower machine still reports a maximum."""
+    results: list[dict[str, Any]] = []
+    best = None
+    queue = list(counts)
+    while queue:
+        n = queue.pop(0)
+        result = run_n(n)
+        result["passed"] = passes(result)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        if result["passed"]:
+            best = result
+        elif best is None and len(results) == 1 and n >= 4:
+            queue = [n // 2]
+        else:
+            break  # past the knee: more streams only fail harder
+    return sorted(results, key=lambda r: r["streams"]), best
 
 
 def rss_per_stream(runs: list[dict[str, Any]]) -> float | None:
@@ -338,20 +350,14 @@ def run_mixed(quick: bool = False, counts: tuple[int, ...] | None = None, int8: 
     tmp = Path(tempfile.mkdtemp(prefix="vidwatch-bench-mixed-"))
     counts = counts or ((8, 16, 32) if quick else (16, 24, 32, 40, 48, 64))
     seconds = 20.0 if quick else 30.0
-    results, best = [], None
-    for n in counts:
+
+    def mixed(n: int) -> dict[str, Any]:
         active = max(1, round(share * n))
         clips = [sources["active"][i % len(sources["active"])] for i in range(active)]
         clips += [sources["quiet"]] * (n - active)
-        result = run_streams(n, clips, models, seconds, tmp, gate=True)
-        result["active_cameras"] = active
-        result["passed"] = passes(result)
-        results.append(result)
-        print(json.dumps(result), flush=True)
-        if result["passed"]:
-            best = result
-        elif best is not None or n >= 16:
-            break
+        return {**run_streams(n, clips, models, seconds, tmp, gate=True), "active_cameras": active}
+
+    results, best = search(counts, mixed)
     shutil.rmtree(tmp, ignore_errors=True)
     return {"workload": {**workload(models, int8), "active_share": share, "sources": sources["described"],
                          "motion_gate": "enabled on every camera, defaults (pipeline/motion_gate.py)"},
