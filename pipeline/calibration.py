@@ -236,7 +236,8 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
         raise ValueError(f"need at least {max(2 * window_frames, 4)} frames to fit, got {len(c4)}")
     motion, appearance = held_out_anomaly_parts(c4, flow, params)
     state = fit_anomaly_parts(c4, flow, params)
-    state["weights"], state["scale"] = anomaly_weights_scale(motion, appearance, window_frames, params)
+    state["weights"], state["scale"] = anomaly_weights_scale(motion, appearance, window_frames, params,
+                                                             collected.get(SEGMENT))
     return state
 
 
@@ -257,14 +258,16 @@ def held_out_anomaly_parts(c4: np.ndarray, flow: np.ndarray,
 
 
 def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_frames: int,
-                          params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Part weights and score scale from held-out normal maps: no labels, only normal footage."""
+                          params: Mapping[str, Any], segments: np.ndarray | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Part weights and score scale from held-out normal maps: no labels, only normal footage.
+    ``segments``: see ``SEGMENT`` (live calibration across gaps); windows stay inside one."""
     part_q = float(params.get("part_quantile", 0.99))
     weights = np.array([1.0 / _peak_quantile(motion, part_q),
                         float(params.get("appearance_weight", 0.5)) / _peak_quantile(appearance, part_q)],
                        np.float32)
     maps = weights[0] * motion + weights[1] * appearance
     peaks = maps.reshape(len(maps), -1).max(axis=1)
-    window_scores = sliding_window_means(peaks[:, None], window_frames, collected.get(SEGMENT))[:, 0]
+    window_scores = sliding_window_means(peaks[:, None], window_frames, segments)[:, 0]
     threshold = max(float(np.quantile(window_scores, float(params.get("quantile", 0.995)))), 1e-6)
     return weights, np.array([1.0 / threshold], np.float32)
