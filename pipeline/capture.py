@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pipeline.config import CameraConfig, CaptureConfig, Config
 from pipeline.errors import SourceError, VidwatchError
 from pipeline.evidence_ring import CameraEvidence, camera_evidence, start_snapshot_server
+from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package
 from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.sampling import RateSampler
@@ -105,6 +106,7 @@ class CameraReader(threading.Thread):
         self.lock = threading.Lock()
         self.stats = CameraStats()
         self.finished = False  # a file that ended without loop
+        self.up = False  # delivering frames (False while opening or retrying)
         self._seq = 0
         self._stream_offset = 0.0  # keeps stream time increasing across file loops
         self.gate: CameraGate[SampledFrame] = gate or CameraGate(camera.id, camera.motion_gate, metrics.gate)
@@ -128,6 +130,7 @@ class CameraReader(threading.Thread):
                 source.release()
 
     def _down(self, why: str) -> None:
+        self.up = False
         self.metrics.up.labels(self.camera.id).set(0)
         self.metrics.reconnects.labels(self.camera.id).inc()
         logger.warning("camera %s: %s", self.camera.id, why)
@@ -155,6 +158,7 @@ class CameraReader(threading.Thread):
                 logger.info("camera %s: end of file", self.camera.id)
                 self.finished = True
                 return
+            self.up = True
             self.metrics.up.labels(self.camera.id).set(1)
             self.metrics.last_frame.labels(self.camera.id).set(t_capture)
             self.metrics.captured.labels(self.camera.id).inc()
@@ -253,6 +257,21 @@ class CaptureNode:
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
         self.sockets = frames_push(self.ctx, endpoints)
         self.routes = config.workers()
+        self.loop_at: float | None = None
+
+    def health(self) -> StageHealth:
+        """Ready while every camera's reader runs (a camera that is down is being retried)."""
+        problems = loop_problems(self.loop_at)
+        cameras = {}
+        for r in self.readers:
+            if r.finished:
+                cameras[r.camera.id] = "finished"
+            elif not r.is_alive():
+                cameras[r.camera.id] = "reader not running"
+                problems.append(f"camera {r.camera.id}: reader not running")
+            else:
+                cameras[r.camera.id] = "up" if r.up else "opening or retrying"
+        return StageHealth.of(problems, {"cameras": cameras})
 
     def run(self) -> None:
         start_snapshot_server(self.config, self.group, self.evidence, self.stop)
@@ -262,6 +281,7 @@ class CaptureNode:
             reader.start()
         try:
             while not self.stop.is_set():
+                self.loop_at = time.monotonic()
                 sent = self.send_pending()
                 if all(r.finished for r in self.readers) and not any(r.queue for r in self.readers):
                     logger.info("capture: every camera finished")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -54,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("config", type=Path)
         if index_flag:
             s.add_argument(index_flag, dest="index", type=int, default=0)
+            s.add_argument("--index-from-hostname", action="store_true",
+                           help=f"take {index_flag} from the hostname's trailing -N (a Kubernetes StatefulSet "
+                                f"pod ordinal: vidwatch-{name}-2 -> 2)")
         s.add_argument("--duration", type=float, default=None)
         s.add_argument("--metrics-port", type=int, default=None, help="default: metrics.port of the config")
         s.set_defaults(func=cmd_stage, stage=name)
@@ -213,20 +218,27 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from pipeline.config import load_config
+    from pipeline.health import LocalStage, add_health_routes
     from pipeline.http_server import serve_metrics
     from pipeline.supervisor import build_stage, set_from_signal
 
     config = load_config(args.config)
+    index = getattr(args, "index", 0)
+    if getattr(args, "index_from_hostname", False):
+        index = index_from_hostname(socket.gethostname())
     registry = CollectorRegistry()
     stop = threading.Event()
-    stage = build_stage(args.stage, getattr(args, "index", 0), config, registry, stop)
+    # The server starts first so /readyz answers 503 "starting" while the models load.
+    local = LocalStage(f"{args.stage}-{index}")
     port = args.metrics_port or config.metrics.port
     server = serve_metrics(config.metrics.host, port, registry)
+    add_health_routes(server, local.readiness)
     print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
     if args.stage == "sink":
         from pipeline.events_api import register_events
 
         print(f"events page: http://{config.metrics.host}:{port}{register_events(server, config)}", flush=True)
+    stage = local.stage = build_stage(args.stage, index, config, registry, stop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: set_from_signal(stop))
     if args.duration:
@@ -258,6 +270,15 @@ def cmd_events(args: argparse.Namespace) -> int:
     stop.wait(args.duration)
     server.stop()
     return 0
+
+
+def index_from_hostname(hostname: str) -> int:
+    """The ordinal a StatefulSet gives its pods (``name-N``), which picks the group or worker."""
+    match = re.search(r"-(\d+)$", hostname.split(".")[0])
+    if match is None:
+        raise VidwatchError(f"--index-from-hostname: hostname {hostname!r} does not end in -N "
+                            f"(a StatefulSet pod name); pass --group/--worker instead")
+    return int(match.group(1))
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

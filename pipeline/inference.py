@@ -21,6 +21,7 @@ from pipeline.capture import stage_seconds_counter
 from pipeline.config import Config
 from pipeline.engines import device_of, resolve
 from pipeline.errors import WireError
+from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package, rate_warnings
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
 from pipeline.transport import DEFAULTS, frames_pull, results_push, worker_endpoint
@@ -78,8 +79,14 @@ class InferenceWorker:
         self._pending: list[FrameBatch] = []
         self._last_status = 0.0
         self._stats: dict[str, dict[str, float]] = {}
+        self.cameras, self.models = [c.id for c in mine], used
+        self.loop_at: float | None = None
         logger.info("inference worker %d on %s: cameras %s, models %s", index, self.endpoint,
                     [c.id for c in mine], used)
+
+    def health(self) -> StageHealth:
+        """Models are loaded once this object exists; ready while its loop turns."""
+        return StageHealth.of(loop_problems(self.loop_at), {"cameras": self.cameras, "models": self.models})
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -88,6 +95,7 @@ class InferenceWorker:
         first_at = 0.0
         try:
             while not self.stop.is_set():
+                self.loop_at = time.monotonic()
                 idle_s = DEFAULTS.poll_ms / 1000
                 timeout = max(0.0, first_at + max_wait - time.monotonic()) if self._pending else idle_s
                 if poller.poll(int(timeout * 1000)):

@@ -34,6 +34,7 @@ from pipeline.errors import WireError
 from pipeline.events_api import STATUS_FILE
 from pipeline.evidence import save_snapshot
 from pipeline.evidence_ring import SnapshotClient
+from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package
 from pipeline.outputs import create_output
 from pipeline.rules import Rule, Transition
@@ -111,10 +112,16 @@ class Sink:
             lambda camera, t_from, t_to, final: clip_client.fetch_clip(self.group_of.get(camera, 0), camera, t_from,
                                                                        t_to, final))
         self.clip_worker.start()
+        self.loop_at: float | None = None
+
+    def health(self) -> StageHealth:
+        """Ready while the loop turns; alerts waiting on a failing output are retried, not lost."""
+        return StageHealth.of(loop_problems(self.loop_at), {"alerts_pending": self.delivery.queued()})
 
     def run(self) -> None:
         try:
             while not self.stop.is_set():
+                self.loop_at = time.monotonic()
                 if self.pull.poll(DEFAULTS.poll_ms):
                     self.receive()
                 self.delivery.retry_due()

@@ -2,7 +2,10 @@
 stopped in flow order (capture, inference, sink) so results in flight still reach the sink.
 
 Metrics from all processes are merged (prometheus_client multiprocess mode) and served on one
-port by this supervisor process.
+port by this supervisor process, with ``/healthz`` and ``/readyz`` (``pipeline.health``): each
+stage process reports its health in a file the supervisor reads. Under systemd
+(``Type=notify``) the supervisor sends ``READY=1`` once every stage is ready and feeds the
+watchdog from its loop while it is healthy.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
+from pipeline.health import Reporter, StageHealth, add_health_routes, read_report, sd_notify, watchdog_interval
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -30,6 +34,9 @@ logger = logging.getLogger(__name__)
 STAGE_ORDER = ("capture", "infer", "sink")
 RESTART_BACKOFF_S = (1.0, 30.0)
 STOP_TIMEOUT_S = 10.0
+# The watchdog stops being fed (systemd restarts the service) when a stage has not been ready
+# for this long: the supervisor's own restarts have not brought it back.
+UNREADY_LIMIT_S = 300.0
 
 
 @dataclass
@@ -42,19 +49,29 @@ class StageProcess:
     next_start: float = 0.0
     done: bool = False  # exited cleanly on its own (capture of files that ended)
     started_at: float = field(default_factory=time.monotonic)
+    ready_at: float = field(default_factory=time.monotonic)  # last time it was seen ready
 
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.index}"
 
 
-def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int, supervisor: int) -> None:
+def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int, supervisor: int,
+               health_dir: str) -> None:
     """Entry point of a stage process (spawned by the process ``supervisor``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: set_from_signal(stop))
     _stop_with_parent(stop, supervisor)
     logging.basicConfig(level=log_level, format=f"%(asctime)s {kind}-{index} %(levelname)s %(message)s")
-    build_stage(kind, index, config, None, stop).run()
+    reporter = Reporter(health_dir, f"{kind}-{index}", stop).start()
+    try:
+        stage = reporter.local.stage = build_stage(kind, index, config, None, stop)
+    except Exception as exc:
+        reporter.local.failure = f"failed to start: {exc}"
+        reporter.report()
+        raise
+    reporter.report()
+    stage.run()
 
 
 def set_from_signal(event: Any) -> None:
@@ -133,7 +150,12 @@ class Supervisor:
                        + [StageProcess("capture", g) for g in config.groups()])
         self.stopping = threading.Event()
         self.metrics_dir = tempfile.mkdtemp(prefix="vidwatch-metrics-")
+        self.health_dir = os.path.join(self.metrics_dir, "health")  # stage reports (pipeline.health)
+        os.mkdir(self.health_dir)
         self.http: Any = None  # pipeline.http_server.HttpServer once run() starts it
+        self.notified_ready = False
+        self.watchdog_s = watchdog_interval()
+        self._last_watchdog = 0.0
 
     def run(self, duration: float | None = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
@@ -144,6 +166,7 @@ class Supervisor:
         try:
             while not self.stopping.is_set():
                 self._tick()
+                self._notify_systemd()
                 if deadline is not None and time.monotonic() >= deadline:
                     logger.info("duration reached; stopping")
                     break
@@ -169,6 +192,7 @@ class Supervisor:
         m = self.config.metrics
         self.http = serve_metrics(m.host, m.port, registry)
         page = register_events(self.http, self.config)  # reads the sink's files: see pipeline/events_api.py
+        add_health_routes(self.http, self.readiness)
         print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
         print(f"events page: http://{m.host}:{m.port}{page}", flush=True)
 
@@ -181,10 +205,52 @@ class Supervisor:
             if stage.process is None and not stage.done and now >= stage.next_start:
                 self._start(stage)
 
+    def readiness(self) -> dict[str, StageHealth]:
+        """Every stage's health as ``/readyz`` shows it: its process must be alive and its own
+        latest report (same pid, fresh) ready. Called from the HTTP thread and the loop."""
+        now, wall = time.monotonic(), time.time()
+        result = {}
+        for stage in list(self.stages):
+            proc = stage.process
+            if self.stopping.is_set():
+                health = StageHealth(False, ["stopping"])
+            elif proc is None and stage.done:
+                health = StageHealth(True, [], {"state": "finished (end of its files)"})
+            elif proc is None:
+                health = StageHealth(False, [f"down (exited); restart in {max(0.0, stage.next_start - now):.0f} s, "
+                                             f"restarts so far: {stage.restarts}"])
+            elif not proc.is_alive():
+                health = StageHealth(False, [f"down (exit code {proc.exitcode}); restarting"])
+            else:
+                health = read_report(self.health_dir, stage.name, proc.pid, wall)
+                health = replace(health, detail={**health.detail, "pid": proc.pid})
+            result[stage.name] = health
+        return result
+
+    def healthy(self) -> bool:
+        """The watchdog is fed only while every stage was ready within ``UNREADY_LIMIT_S``."""
+        now = time.monotonic()
+        return all(now - s.ready_at < UNREADY_LIMIT_S for s in self.stages)
+
+    def _notify_systemd(self) -> None:
+        now = time.monotonic()
+        health = self.readiness()
+        for stage in self.stages:
+            if health[stage.name].ready:
+                stage.ready_at = now
+        if not self.notified_ready and all(h.ready for h in health.values()):
+            self.notified_ready = True
+            logger.info("every stage is ready")
+            sd_notify("READY=1\nSTATUS=every stage is ready")
+        if self.watchdog_s and now - self._last_watchdog >= self.watchdog_s and self.healthy():
+            self._last_watchdog = now
+            sd_notify("WATCHDOG=1")
+
     def _start(self, stage: StageProcess) -> None:
         stage.process = self.ctx.Process(
             target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
-            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level, os.getpid()))
+            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level, os.getpid(),
+                  self.health_dir))
         os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
         stage.started_at = time.monotonic()
@@ -212,6 +278,8 @@ class Supervisor:
         logger.error("%s exited with code %s; restarting in %.0f s", stage.name, code, delay)
 
     def stop(self) -> None:
+        self.stopping.set()  # /readyz answers "stopping" from now on
+        sd_notify("STOPPING=1")
         for kind in STAGE_ORDER:
             self.stops[kind].set()
             for stage in self.stages:
