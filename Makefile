@@ -7,12 +7,13 @@ MODELS := build/models
 DEMO_SECONDS ?= 60
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint bench models sysdeps clean help dashboard
+.PHONY: demo test lint bench models sysdeps image clean help dashboard
 help:
 	@echo "make demo   - set up .venv, build the shipped models, run the demo (~1 min), show alerts, events page + metrics URL"
 	@echo "make test   - run the test suite (installs Debian test servers when run as root)"
 	@echo "make bench  - benchmarks -> benchmarks/results/<date>-<host>.{json,md,png}"
 	@echo "make lint   - ruff + mypy"
+	@echo "make image  - container image localhost/vidwatch:latest (podman; deploy/Dockerfile, BASE_IMAGE=... to choose the base)"
 	@echo "make dashboard - regenerate deploy/grafana/vidwatch.json from deploy/grafana/dashboard.py"
 
 $(VENV)/.installed: pyproject.toml
@@ -48,6 +49,9 @@ test: $(MODELS)/.built sysdeps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check pipeline models tests benchmarks deploy
 	$(VENV)/bin/mypy pipeline
+
+image: $(MODELS)/.built sysdeps
+	bash deploy/image/build.sh
 
 dashboard: $(VENV)/.installed   # regenerate deploy/grafana/vidwatch.json after editing deploy/grafana/dashboard.py
 	$(PY) deploy/grafana/dashboard.py

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian 12 system packages vidwatch needs beside its Python wheels: the GStreamer RTSP server
 # (tests start a real one), FFmpeg (event clips at run time), Prometheus and mosquitto (tests run
-# them on loopback), Chromium (the events page is tested in it, headless, through Playwright).
+# them on loopback), Chromium (the events page is tested in it, headless, through Playwright),
+# podman/buildah/mmdebstrap (`make image` and its test build and run the container image) and
+# systemd (systemd-analyze checks deploy/systemd/vidwatch.service).
 #
 # Idempotent: exits at once when every package is already installed. Safe to run as root in CI
 # (uses sudo only when not root). Package daemons are never started by the install: tests start
@@ -23,6 +25,11 @@ PACKAGES=(
   mosquitto
   ffmpeg
   chromium
+  podman
+  buildah
+  mmdebstrap
+  uidmap
+  systemd
 )
 # Daemons the Debian packages enable; stopped/disabled after install where an init system runs them.
 DAEMONS=(prometheus prometheus-node-exporter mosquitto)
