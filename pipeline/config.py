@@ -70,27 +70,32 @@ class CaptureConfig(_Frozen):
 
 class InferenceConfig(_Frozen):
     workers: int = Field(1, ge=1, le=64)
-    endpoint: str = Field("tcp://127.0.0.1:5550", description="worker i binds port + i (tcp) or suffix -i (ipc)")
+    endpoint: str = Field("tcp://127.0.0.1:5550",
+                          description="worker i binds port + i (tcp) or suffix -i (ipc); {index} in the host "
+                                      "is replaced by i (one host per worker)")
+    bind: str | None = Field(None, description="what worker i binds (port + i as above), when it differs from "
+                                                "endpoint, e.g. tcp://*:5550 in a container; default: endpoint")
     max_batch: int = Field(16, ge=1)
     max_wait_ms: float = Field(50.0, ge=0)
     evidence_min_score: float | None = Field(None, description="attach a snapshot to results scoring above "
                                                                "this; default: the lowest rule threshold")
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "bind")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _check_endpoint(value)
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_endpoint(value)
 
 
 class SinkConfig(_Frozen):
     endpoint: str = "tcp://127.0.0.1:5560"
+    bind: str | None = Field(None, description="what the sink binds when it differs from endpoint (tcp://*:5560)")
     snapshots_dir: Path = Path("var/snapshots")
     status_interval_s: float = Field(5.0, gt=0)
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "bind")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _check_endpoint(value)
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_endpoint(value)
 
 
 class RuleConfig(_Frozen):

@@ -74,7 +74,7 @@ class InferenceWorker:
             self.evidence_min = min((r.threshold for r in config.rules), default=0.5)
         ctx: zmq.Context = zmq.Context.instance()
         self.endpoint = worker_endpoint(config.inference.endpoint, index)
-        self.pull = frames_pull(ctx, self.endpoint)
+        self.pull = frames_pull(ctx, worker_endpoint(config.inference.bind or config.inference.endpoint, index))
         self.push = results_push(ctx, config.sink.endpoint)
         self._pending: list[FrameBatch] = []
         self._last_status = 0.0

@@ -97,7 +97,7 @@ class Sink:
                                  spool_dir=Path(config.state_dir) / "outbox")
         self._zero_alert_series(config)
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
-        self.pull = results_pull(zmq.Context.instance(), config.sink.endpoint)
+        self.pull = results_pull(zmq.Context.instance(), config.sink.bind or config.sink.endpoint)
         self._last_status = time.monotonic()
         self._last_status_write = 0.0
         self._open: dict[str, Alert] = {}  # alert id -> its start record

@@ -28,7 +28,9 @@ DEFAULTS = SocketDefaults()
 
 
 def worker_endpoint(base: str, index: int) -> str:
-    """Worker ``index``'s frame endpoint: tcp port + index, or ipc path suffix -index."""
+    """Worker ``index``'s frame endpoint: tcp port + index, or ipc path suffix -index; ``{index}``
+    in the host is replaced by the index (a host per worker: ``vidwatch-infer-{index}.vidwatch-infer``)."""
+    base = base.replace("{index}", str(index))
     match = re.match(r"^(tcp://[^:]+:)(\d+)$", base)
     if match:
         return f"{match.group(1)}{int(match.group(2)) + index}"
