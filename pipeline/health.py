@@ -118,6 +118,14 @@ def read_report(health_dir: str | Path, stage: str, pid: int | None, now: float 
     return StageHealth(bool(report.get("ready")), list(report.get("problems", [])), dict(report.get("detail", {})))
 
 
+def last_problems(health_dir: str | Path, stage: str) -> list[str]:
+    """What the last process of ``stage`` reported as wrong, whoever it was (e.g. why it died)."""
+    try:
+        return [str(p) for p in json.loads(report_path(health_dir, stage).read_text()).get("problems", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 class Reporter:
     """Writes a stage process's health for its supervisor every ``REPORT_INTERVAL_S``."""
 

@@ -24,7 +24,15 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config
-from pipeline.health import Reporter, StageHealth, add_health_routes, read_report, sd_notify, watchdog_interval
+from pipeline.health import (
+    Reporter,
+    StageHealth,
+    add_health_routes,
+    last_problems,
+    read_report,
+    sd_notify,
+    watchdog_interval,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -217,8 +225,9 @@ class Supervisor:
             elif proc is None and stage.done:
                 health = StageHealth(True, [], {"state": "finished (end of its files)"})
             elif proc is None:
+                last = [f"last report: {p}" for p in last_problems(self.health_dir, stage.name)]
                 health = StageHealth(False, [f"down (exited); restart in {max(0.0, stage.next_start - now):.0f} s, "
-                                             f"restarts so far: {stage.restarts}"])
+                                             f"restarts so far: {stage.restarts}", *last])
             elif not proc.is_alive():
                 health = StageHealth(False, [f"down (exit code {proc.exitcode}); restarting"])
             else:

@@ -61,6 +61,12 @@ for bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.cr
 done
 
 log "building $IMAGE on $BASE_IMAGE"
-podman build --isolation=chroot --format docker -f deploy/Dockerfile \
-  --build-arg "BASE_IMAGE=$BASE_IMAGE" "${MOUNTS[@]}" -t "$IMAGE" .
+BUILD=(podman build --isolation=chroot --format docker -f deploy/Dockerfile --build-arg "BASE_IMAGE=$BASE_IMAGE"
+       "${MOUNTS[@]}")
+# The builder stage gets a tag of its own so that its layers (the dependency install) stay as
+# the cache for the next build while superseded vidwatch images are pruned below.
+"${BUILD[@]}" --target builder -t "${IMAGE%:*}-builder:latest" .
+"${BUILD[@]}" -t "$IMAGE" .
+# Untagged images left by earlier builds of this Dockerfile only (label), never anyone else's.
+podman image prune -f --filter label=io.vidwatch.image >/dev/null || true
 podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE"

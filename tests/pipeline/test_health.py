@@ -229,3 +229,45 @@ cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_readyz_names_a_stage_that_cannot_load_its_model(models_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    package = tmp_path / "broken-anomaly"
+    shutil.copytree(models_dir / "demo-anomaly", package, symlinks=False)
+    graph = next(p for p in sorted(package.rglob("*.onnx")) if not p.is_symlink())
+    graph.write_bytes(graph.read_bytes() + b"tampered")  # its sha256 no longer matches the manifest
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+state_dir: {tmp_path}/state
+models: {{a: {{path: {package}}}}}
+inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
+sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
+cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
+metrics: {{port: {port}}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def failed() -> dict[str, Any] | None:
+        try:
+            status, body = get_json(f"http://127.0.0.1:{port}/readyz")
+        except OSError:
+            return None
+        problems = " ".join(body["not_ready"].get("infer-0", []))
+        others_up = set(body["not_ready"]) == {"infer-0"}
+        return body if status == 503 and "failed to start" in problems and others_up else None
+
+    try:
+        body = poll(failed, timeout=90)
+        assert body, "/readyz never said (only) that the inference worker is down, and why"
+        assert "sha256" in " ".join(body["not_ready"]["infer-0"]), body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
