@@ -174,3 +174,55 @@ def test_index_from_hostname() -> None:
     assert index_from_hostname("vidwatch-capture-12.vidwatch-capture.vidwatch.svc.cluster.local") == 12
     with pytest.raises(VidwatchError, match="does not end in -N"):
         index_from_hostname("laptop")
+
+
+@pytest.mark.slow
+def test_a_pod_named_vidwatch_infer_1_runs_worker_1_with_its_cameras(models_dir: Path, tmp_path: Path) -> None:
+    """The real command of the inference StatefulSet, in a UTS namespace whose hostname is the
+    pod name: /readyz lists the cameras the routing gives worker 1. (Container paths and DNS
+    names in the ConfigMap are swapped for this checkout's models and loopback ports.)"""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to give the process a pod's hostname")
+    data = yaml.safe_load(by_kind("ConfigMap", "vidwatch-config")["data"]["vidwatch.yaml"])
+    for model in data["models"].values():
+        model["path"] = str(models_dir / Path(model["path"]).name)
+    base = free_port()
+    data["inference"].update(endpoint=f"tcp://127.0.0.1:{base}", bind=f"tcp://127.0.0.1:{base}")
+    data["sink"].update(endpoint=f"tcp://127.0.0.1:{free_port()}", bind=None)
+    data["state_dir"] = str(tmp_path / "state")
+    config = tmp_path / "vidwatch.yaml"
+    config.write_text(yaml.safe_dump(data))
+    expected = pod_cameras(k8s_config())[1]["vidwatch-infer-1"]
+    port = free_port()
+    script = (f"hostname vidwatch-infer-1 && exec {sys.executable} -m pipeline.cli infer {config} "
+              f"--index-from-hostname --metrics-port {port}")
+    proc = subprocess.Popen([unshare, "--uts", "sh", "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    body: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as resp:
+                    body = json.loads(resp.read())
+                    break
+            except (urllib.error.HTTPError, OSError):
+                time.sleep(0.5)
+        assert body, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "never ready"
+        assert list(body["stages"]) == ["infer-1"]
+        assert sorted(body["stages"]["infer-1"]["detail"]["cameras"]) == sorted(expected)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
