@@ -58,6 +58,7 @@ class StageProcess:
     done: bool = False  # exited cleanly on its own (capture of files that ended)
     started_at: float = field(default_factory=time.monotonic)
     ready_at: float = field(default_factory=time.monotonic)  # last time it was seen ready
+    launches: int = 0
 
     @property
     def name(self) -> str:
@@ -224,6 +225,8 @@ class Supervisor:
                 health = StageHealth(False, ["stopping"])
             elif proc is None and stage.done:
                 health = StageHealth(True, [], {"state": "finished (end of its files)"})
+            elif proc is None and stage.launches == 0:
+                health = StageHealth(False, ["not started yet"])
             elif proc is None:
                 last = [f"last report: {p}" for p in last_problems(self.health_dir, stage.name)]
                 health = StageHealth(False, [f"down (exited); restart in {max(0.0, stage.next_start - now):.0f} s, "
@@ -262,6 +265,7 @@ class Supervisor:
                   self.health_dir))
         os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
+        stage.launches += 1
         stage.started_at = time.monotonic()
         logger.info("started %s (pid %s)", stage.name, stage.process.pid)
 

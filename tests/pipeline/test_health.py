@@ -271,3 +271,30 @@ metrics: {{port: {port}}}
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_supervisor_feeds_the_watchdog_only_while_no_stage_stays_unready(models_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.supervisor import UNREADY_LIMIT_S, Supervisor
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(tmp_path / "notify"))
+        listener.settimeout(0.5)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        monkeypatch.setenv("WATCHDOG_USEC", "1000")
+        camera = f"  - {{id: c, source: {PEOPLE_CLIP}, models: [{{model: demo-anomaly}}]}}"
+        config = make_config(models_dir, tmp_path, camera)
+        supervisor = Supervisor(config)  # no stage started: every one "not started yet"
+        try:
+            assert all(h.problems == ["not started yet"] for h in supervisor.readiness().values())
+            supervisor._notify_systemd()
+            assert listener.recv(64) == b"WATCHDOG=1"  # unready for less than the limit: still fed
+            for stage in supervisor.stages:
+                stage.ready_at -= UNREADY_LIMIT_S + 1
+            time.sleep(0.01)
+            supervisor._notify_systemd()
+            with pytest.raises(TimeoutError):
+                listener.recv(64)  # a stage unready for too long: systemd's watchdog will restart us
+        finally:
+            supervisor.stop()
+        assert listener.recv(64) == b"STOPPING=1"
