@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,13 @@ class HasHealth(Protocol):
 
 
 STARTING = StageHealth(False, ["starting: loading models and opening sockets"])
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+
+
+def redact(text: str) -> str:
+    """``rtsp://user:secret@cam/...`` -> ``rtsp://***@cam/...``: /readyz may be reachable by anyone
+    who can scrape, and a stage's startup error can quote a camera URL."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
 
 
 # -- HTTP routes ------------------------------------------------------------------------------
@@ -62,7 +70,7 @@ def add_health_routes(server: HttpServer, readiness: Callable[[], Mapping[str, S
         return json_response({"status": "alive", "pid": os.getpid(), "uptime_s": round(time.time() - started, 1)})
 
     def readyz(request: Request) -> Response:
-        stages = dict(readiness())
+        stages = {name: replace(h, problems=[redact(p) for p in h.problems]) for name, h in readiness().items()}
         not_ready = {name: h.problems for name, h in stages.items() if not h.ready}
         ready = bool(stages) and not not_ready
         body = {"status": "ready" if ready else "not ready", "not_ready": not_ready,

@@ -103,11 +103,14 @@ def test_readyz_is_503_with_reasons_until_ready_and_healthz_always_200() -> None
 
         class Down:
             def health(self) -> StageHealth:
-                return StageHealth.of(["camera door: reader not running"])
+                return StageHealth.of(["camera door: reader not running",
+                                       "failed to start: cannot open rtsp://admin:hunter2@192.0.2.7/live"])
 
         local.stage = Down()
         status, body = get_json(base + "/readyz")
-        assert status == 503 and body["not_ready"] == {"infer-0": ["camera door: reader not running"]}
+        assert status == 503 and body["not_ready"] == {"infer-0": [
+            "camera door: reader not running", "failed to start: cannot open rtsp://***@192.0.2.7/live"]}
+        assert "hunter2" not in json.dumps(body)
 
         class Up:
             def health(self) -> StageHealth:
