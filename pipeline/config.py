@@ -126,7 +126,10 @@ class EvidenceConfig(_Frozen):
     dir: Path | None = Field(None, description="clips and segment rings; default: <state_dir>/evidence")
     max_width: int = Field(1280, ge=64, description="snapshots and clips wider than this are scaled down")
     frame_ring_s: float = Field(4.0, gt=0, le=60, description="recent full-res frames capture keeps for snapshots")
-    endpoint: str = Field("tcp://127.0.0.1:5570", description="capture group g serves snapshots on port + g")
+    endpoint: str = Field("tcp://127.0.0.1:5570", description="capture group g serves snapshots on port + g; "
+                                                            "{index} in the host is replaced by g")
+    bind: str | None = Field(None, description="what capture group g binds (port + g), when it differs from "
+                                                "endpoint, e.g. tcp://*:5570 in a container; default: endpoint")
     snapshot_timeout_s: float = Field(1.0, gt=0, le=10, description="then the model-size frame is used")
     clips: bool = Field(True, description="record a segment ring per camera and cut a clip for each alert")
     pre_s: float = Field(5.0, ge=0, le=60, description="clip starts this long before the alert")
@@ -138,10 +141,10 @@ class EvidenceConfig(_Frozen):
     max_bytes: int = Field(2_000_000_000, gt=0, description="snapshots + clips on disk; oldest deleted first")
     max_age_days: float = Field(30.0, gt=0, description="snapshots and clips older than this are deleted")
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "bind")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _check_endpoint(value)
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_endpoint(value)
 
     @model_validator(mode="after")
     def _ring_holds_a_clip(self) -> EvidenceConfig:

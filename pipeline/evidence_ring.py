@@ -235,7 +235,7 @@ def camera_evidence(config: Config, camera: CameraConfig) -> CameraEvidence:
 def start_snapshot_server(config: Config, group: int, evidence: dict[str, CameraEvidence],
                           stop: threading.Event) -> SnapshotServer | None:
     """Serve this group's frames; without the port, snapshots fall back to model size (logged)."""
-    endpoint = group_endpoint(config.evidence.endpoint, group)
+    endpoint = group_endpoint(config.evidence.bind or config.evidence.endpoint, group)
     ring_dirs = {cam: ring_dir(config.evidence_dir(), cam) for cam in evidence} if config.evidence.clips else {}
     try:
         server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop, ring_dirs)

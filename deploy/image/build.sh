@@ -14,8 +14,13 @@ cd "$(dirname "$0")/../.."
 
 IMAGE="${IMAGE:-localhost/vidwatch:latest}"
 PUBLIC_BASE="docker.io/library/python:3.11-slim-bookworm"
-LOCAL_BASE="localhost/vidwatch-base:bookworm"
+# What the local base carries: the runtime stage then needs no apt at build time. The tarball and
+# the image are named after this list, so changing it makes a new base.
+BASE_PACKAGES="python3,python3-venv,ca-certificates,libglib2.0-0,ffmpeg"
+BASE_ID="$(printf '%s norecommends' "$BASE_PACKAGES" | sha256sum | cut -c1-8)"
+LOCAL_BASE="localhost/vidwatch-base:bookworm-$BASE_ID"
 CACHE=build/image
+TARBALL="$CACHE/base-rootfs-$BASE_ID.tar"
 log() { printf 'image: %s\n' "$*" >&2; }
 
 [[ -f build/models/fight/manifest.json ]] || { log "build/models is missing: run 'make models' first"; exit 2; }
@@ -30,16 +35,19 @@ debian_mirror() {
 
 local_base() {
   if ! podman image exists "$LOCAL_BASE"; then
-    if [[ ! -f "$CACHE/base-rootfs.tar" ]]; then
+    if [[ ! -f "$TARBALL" ]]; then
       mkdir -p "$CACHE"
-      log "making a Debian 12 base with mmdebstrap ($(debian_mirror))"
+      rm -f "$CACHE"/base-rootfs-*.tar  # superseded package lists
+      log "making a Debian 12 base with mmdebstrap ($(debian_mirror)): $BASE_PACKAGES"
       # --format=tar: never a directory (a killed directory build leaves /proc, /sys mounted in it).
-      mmdebstrap --quiet --variant=minbase --format=tar \
-        --include=python3,python3-venv,ca-certificates,libglib2.0-0 \
+      # No Recommends. Debian's FFmpeg still Depends on Mesa and LLVM (through libavfilter and
+      # libavdevice): the base is ~700 MB with it, 229 MB without.
+      mmdebstrap --quiet --variant=minbase --format=tar --include="$BASE_PACKAGES" \
+        --aptopt='APT::Install-Recommends "false"' \
         bookworm "$CACHE/base-rootfs.partial.tar" "$(debian_mirror)"
-      mv "$CACHE/base-rootfs.partial.tar" "$CACHE/base-rootfs.tar"
+      mv "$CACHE/base-rootfs.partial.tar" "$TARBALL"
     fi
-    podman import --quiet "$CACHE/base-rootfs.tar" "$LOCAL_BASE" >/dev/null
+    podman import --quiet "$TARBALL" "$LOCAL_BASE" >/dev/null
   fi
   echo "$LOCAL_BASE"
 }

@@ -114,3 +114,7 @@ def test_demo_in_the_image_writes_alerts_to_the_mounted_folder_and_is_ready(imag
     assert starts, f"no alert in {out / 'alerts.jsonl'}:\n{output[-2000:]}"
     snapshots = [Path(str(a["snapshot"]).replace("/var/lib/vidwatch", str(out))) for a in starts if a["snapshot"]]
     assert snapshots and all(p.exists() for p in snapshots), snapshots
+    # The image's FFmpeg recorded each camera's segment ring (what event clips are cut from).
+    for camera in ("lobby", "yard"):
+        segments = [p for p in (out / "state" / "evidence" / "ring" / camera).glob("seg-*.mp4") if p.stat().st_size]
+        assert segments, f"no clip segments recorded for {camera} inside the image:\n{output[-2000:]}"

@@ -226,3 +226,23 @@ def test_a_pod_named_vidwatch_infer_1_runs_worker_1_with_its_cameras(models_dir:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_sink_reaches_each_capture_pod_for_snapshots_and_clips() -> None:
+    """The sink connects to group_endpoint(evidence.endpoint, g) for capture group g: the DNS
+    name of capture pod g, on the port that pod binds."""
+    from pipeline.evidence_ring import group_endpoint
+
+    config = k8s_config()
+    capture_pods, _ = pod_cameras(config)
+    service = by_kind("Service", "vidwatch-capture")
+    assert service["spec"]["clusterIP"] == "None"
+    assert by_kind("StatefulSet", "vidwatch-capture")["spec"]["serviceName"] == service["metadata"]["name"]
+    service_ports = {p["port"] for p in service["spec"]["ports"]}
+    for pod in capture_pods:
+        group = index_from_hostname(pod)
+        connect = re.fullmatch(r"tcp://([^:]+):(\d+)", group_endpoint(config.evidence.endpoint, group))
+        bind = re.fullmatch(r"tcp://\*:(\d+)", group_endpoint(config.evidence.bind or "", group))
+        assert connect and bind, (config.evidence.endpoint, config.evidence.bind)
+        assert connect.group(1) == f"{pod}.{service['metadata']['name']}"
+        assert connect.group(2) == bind.group(1) and int(bind.group(1)) in service_ports
