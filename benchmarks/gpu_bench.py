@@ -119,8 +119,12 @@ def graph_inputs(models: Path, graph: str, batch: int, rng: np.random.Generator)
     raise ValueError(graph)
 
 
+ENGINE_GRAPHS = ("trunk", "fight-motion", "anomaly-scorer")
+
+
 def run_engines(models: Path, device: str, batches: list[int], ort_batches: list[int], budget_s: float,
-                ort_threads: int, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                ort_threads: int, save: Callable[[dict[str, Any]], None], graphs: tuple[str, ...] = ENGINE_GRAPHS,
+                only: tuple[str, ...] = ()) -> dict[str, Any]:
     from pipeline.engines import create_engine
 
     rng = np.random.default_rng(0)
@@ -128,11 +132,13 @@ def run_engines(models: Path, device: str, batches: list[int], ort_batches: list
                 "torch-fp16-eager": (True, False), "torch-fp16-graphs": (True, True)}
     if device == "cpu":  # no CUDA graphs, and fp16 autocast on CPU is not what a GPU does
         variants = {"torch-fp32-eager": (False, False)}
+    if only:  # --variants: a shorter run (the prepared check)
+        variants = {name: v for name, v in variants.items() if name in only}
     result: dict[str, Any] = {"device": device, "batches": batches, "ort_batches": ort_batches,
                               "note": "torch fp32 = the engine default, TF32 convs/matmuls; graphs = CUDA graphs "
                                       "captured per batch size; inputs from host numpy, outputs back to host numpy",
                               "ort_threads": ort_threads, "graphs": {}}
-    for graph in ("trunk", "fight-motion", "anomaly-scorer"):
+    for graph in graphs:
         path, _ = graph_inputs(models, graph, 1, rng)
         rows: dict[str, Any] = {}
         engines: dict[str, Any] = {}
@@ -303,10 +309,10 @@ def run_gate(models: Path, data: Path, device: str, record: bool, max_frames: in
 
 # -- streams ---------------------------------------------------------------------------------
 def write_streams_config(tmp: Path, clip: Path, n: int, models: Path, port: int, engine: str,
-                         workers: int, groups: int) -> Path:
+                         workers: int, groups: int, tag: str = "") -> Path:
     cameras = "\n".join(f"  - {{id: cam{i:03d}, source: {clip}, fps: 10, loop: true, group: {i % groups}, "
                         f"models: [{{model: fight, stride: 4}}, {{model: ped2, stride: 4}}]}}" for i in range(n))
-    path = tmp / f"streams-{n}.yaml"
+    path = tmp / f"streams-{n}{tag}.yaml"
     path.write_text(f"""state_dir: {tmp}/state
 models:
   fight: {{path: {models / 'fight'}}}
@@ -321,22 +327,35 @@ metrics: {{port: {port}}}
     return path
 
 
+CUDA_ENGINE = "{name: torch-cuda, fp16: true, batch_sizes: [1, 8, 16, 32, 64], allow_precision_loss: true}"
+ORT_ENGINE = "{name: onnxruntime}"
+
+
 def run_streams_phase(models: Path, device: str, counts: list[int], seconds: float, warmup: float,
-                      workers: int, groups: int, deadline_s: float, save: Callable[[dict[str, Any]], None]
-                      ) -> dict[str, Any]:
+                      workers: int, groups: int, deadline_s: float, save: Callable[[dict[str, Any]], None],
+                      engine: str | None = None, control: int = 0) -> dict[str, Any]:
+    """N grows (then bisects) until a run fails; ``control`` > 0 first runs ONNX Runtime CPU at that
+    N with the same workers (the control: is a failure the engine's or the harness's/machine's?)."""
     from benchmarks import streams
 
-    engine = ("{name: torch-cuda, fp16: true, batch_sizes: [1, 8, 16, 32, 64], allow_precision_loss: true}"
-              if device == "cuda" else "{name: onnxruntime}")
+    engine = engine or (CUDA_ENGINE if device == "cuda" else ORT_ENGINE)
     tmp = Path(tempfile.mkdtemp(prefix="vidwatch-gpu-streams-"))
     clip = streams.make_clip(tmp / "bench-640x360-25fps.mp4", seconds=20)
     started = time.monotonic()
     runs: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+    control_run: dict[str, Any] | None = None
+    if control > 0:
+        port = 20000 + (control * 89) % 20000
+        config = write_streams_config(tmp, clip, control, models, port, ORT_ENGINE, workers, groups, "control")
+        control_run = _run_one(config, port, control, warmup, seconds)
+        control_run.update(engine=ORT_ENGINE, passed=streams.passes(control_run))
+        print("streams control", json.dumps(control_run), flush=True)
+        save(_streams_result(device, engine, workers, groups, runs, best, control_run))
     queue, failed_at = list(counts), None
     while queue:
         n = queue.pop(0)
-        if time.monotonic() - started + warmup + seconds + 40 > deadline_s:
+        if time.monotonic() - started + min(warmup, 30) + seconds + 15 > deadline_s:
             runs.append({"streams": n, "skipped": "phase time cap"})
             break
         port = 20000 + (n * 97) % 20000
@@ -349,16 +368,16 @@ def run_streams_phase(models: Path, device: str, counts: list[int], seconds: flo
             best = result if best is None or n > best["streams"] else best
         else:
             failed_at = n if failed_at is None else min(failed_at, n)
-        save(_streams_result(device, engine, workers, groups, runs, best))
+        save(_streams_result(device, engine, workers, groups, runs, best, control_run))
         if failed_at is not None:  # past the knee: bisect between the best pass and the first failure
             low = best["streams"] if best else 0
             mid = (low + failed_at) // 2
             queue = [mid] if low < mid < failed_at and failed_at - low > max(2, low // 8) else []
-    return _streams_result(device, engine, workers, groups, runs, best)
+    return _streams_result(device, engine, workers, groups, runs, best, control_run)
 
 
 def _streams_result(device: str, engine: str, workers: int, groups: int, runs: list[dict[str, Any]],
-                    best: dict[str, Any] | None) -> dict[str, Any]:
+                    best: dict[str, Any] | None, control: dict[str, Any] | None = None) -> dict[str, Any]:
     from benchmarks import streams
 
     return {"device": device, "engine": engine, "inference_workers": workers, "capture_processes": groups,
@@ -366,25 +385,43 @@ def _streams_result(device: str, engine: str, workers: int, groups: int, runs: l
                         "10 fps; each scored by fight (motion per frame, window 8, stride 4) and ped2-anomaly "
                         "(trunk 240x360 + DIS flow per frame on the CPU, window 3, stride 4)",
             "criteria": f"drop_rate < {streams.MAX_DROP_RATE}, p99 < {streams.MAX_P99_S} s",
-            "runs": runs, "max_streams": best["streams"] if best else 0, "at_max": best}
+            "control": control, "runs": runs, "max_streams": best["streams"] if best else 0, "at_max": best}
+
+
+READY_SETTLE_S = 5.0  # after the first scored window: the start-up backlog drains
 
 
 def _run_one(config: Path, port: int, n: int, warmup: float, seconds: float) -> dict[str, Any]:
-    """streams.run_streams with our own config (same scrape / CPU accounting)."""
+    """streams.run_streams with our own config (same scrape / CPU accounting), plus what shows where a
+    worker's time goes: per-call inference latency, batch sizes, and the engines' log (CUDA graph
+    captures, fallbacks) with the time each line came, relative to the measured interval.
+
+    Measuring starts ``READY_SETTLE_S`` after the first window is scored (engines loaded, graphs
+    captured), or at ``warmup`` seconds at the latest."""
     import subprocess
 
     from benchmarks import streams
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--log-level", "warning", "run", str(config),
-                             "--duration", str(warmup + seconds + 30)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log_path = config.with_suffix(".log")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--log-level", "info", "run", str(config),
+                                 "--duration", str(warmup + seconds + 30)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=log, text=True)
+    launched = time.monotonic()
     try:
-        deadline = time.monotonic() + warmup
+        deadline, ready_at = launched + warmup, None
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
+            if ready_at is None:
+                try:
+                    if streams._sum(streams.scrape(port), "vidwatch_windows_scored_total") > 0:
+                        ready_at = time.monotonic()
+                        deadline = min(deadline, ready_at + READY_SETTLE_S)
+                except OSError:
+                    pass  # metrics server not up yet
         if proc.poll() is not None:
             return {"streams": n, "passed": False, "drop_rate": 1.0, "p99_latency_s": None,
-                    "errors": (proc.stderr.read() if proc.stderr else "")[-2000:].splitlines()[-8:]}
+                    "errors": log_path.read_text(errors="replace")[-2000:].splitlines()[-8:]}
         pids = [proc.pid, *streams._process_tree(proc.pid)]
         cpu0, t0, before = {p: streams._cpu_seconds(p) for p in pids}, time.monotonic(), streams.scrape(port)
         time.sleep(seconds)
@@ -395,13 +432,46 @@ def _run_one(config: Path, port: int, n: int, warmup: float, seconds: float) -> 
     finally:
         proc.terminate()
         try:
-            _, err = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            err = ""
-    result = streams.summarize_run(n, before, after, wall, cpu, rss, roles, err or "")
+    text = log_path.read_text(errors="replace")
+    result = streams.summarize_run(n, before, after, wall, cpu, rss, roles, text)
     result["engine_info"] = [k for k in after if k.startswith("vidwatch_engine_info")]
+    result["ready_after_s"] = None if ready_at is None else round(ready_at - launched, 1)
+    result["measured_from_s"] = round(t0 - launched, 1)
+    result.update(worker_calls(before, after))
+    result["engine_log"] = engine_log(text)
     return result
+
+
+def worker_calls(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Inference calls in the measured interval: how many, frames per call, seconds per call (p50/p99,
+    max bucket), and seconds per frame: a worker that stalls shows calls of seconds here."""
+    from benchmarks import streams
+
+    def delta(name: str) -> float:
+        return streams._sum(after, name) - streams._sum(before, name)
+
+    calls = delta("vidwatch_inference_latency_seconds_count")
+    frames = delta("vidwatch_inference_batch_size_sum")
+    seconds = delta("vidwatch_inference_latency_seconds_sum")
+    return {"infer_calls": int(calls), "infer_frames_per_call": round(frames / calls, 2) if calls else None,
+            "infer_call_p50_s": streams._round(streams._quantile(before, after,
+                                                                 "vidwatch_inference_latency_seconds", 0.5)),
+            "infer_call_p99_s": streams._round(streams._quantile(before, after,
+                                                                 "vidwatch_inference_latency_seconds", 0.99)),
+            "infer_ms_per_frame": round(seconds / frames * 1e3, 2) if frames else None}
+
+
+ENGINE_LOG_MARKS = ("torch-cuda:", "capture", "ERROR", "Traceback", "falling back", "instead")
+
+
+def engine_log(text: str, limit: int = 40) -> list[str]:
+    """The inference workers' engine lines (loads, CUDA graph captures and failures, fallbacks, errors)."""
+    lines = [line[:300] for line in text.splitlines()
+             if (" infer-" in line or "Error" in line) and any(mark in line for mark in ENGINE_LOG_MARKS)]
+    return lines[:limit // 2] + lines[-(limit // 2):] if len(lines) > limit else lines
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -458,10 +528,19 @@ def markdown(r: dict[str, Any]) -> str:
     lines += ["## Streams", "", f"{s.get('workload', s.get('error', ''))}; engine `{s.get('engine')}`, "
               f"{s.get('inference_workers')} inference workers; {s.get('criteria', '')}", "",
               f"**max streams: {s.get('max_streams')}**", "",
-              "| N | drop rate | p50 s | p99 s | frames/s | cores used |", "|---|---|---|---|---|---|"]
-    for run in s.get("runs", []):
-        lines.append(f"| {run.get('streams')} | {run.get('drop_rate')} | {run.get('p50_latency_s')} | "
-                     f"{run.get('p99_latency_s')} | {run.get('frames_sampled_per_s')} | {run.get('cpu_cores_used')} |")
+              "| engine | N | drop rate | p50 s | p99 s | frames/s | windows/s | cores used | call p50 s | "
+              "call p99 s | frames/call | ms/frame |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    runs = ([{**s["control"], "label": "control: onnxruntime"}] if s.get("control") else []) + s.get("runs", [])
+    for run in runs:
+        lines.append(f"| {run.get('label', 'tested')} | {run.get('streams')} | {run.get('drop_rate')} | "
+                     f"{run.get('p50_latency_s')} | {run.get('p99_latency_s')} | {run.get('frames_sampled_per_s')} | "
+                     f"{run.get('windows_per_s')} | {run.get('cpu_cores_used')} | {run.get('infer_call_p50_s')} | "
+                     f"{run.get('infer_call_p99_s')} | {run.get('infer_frames_per_call')} | "
+                     f"{run.get('infer_ms_per_frame')} |")
+    logs = [line for run in runs for line in run.get("engine_log", [])]
+    if logs:
+        lines += ["", "Engine log of the stream runs (loads, CUDA graph captures, fallbacks):", "", "```",
+                  *logs[:40], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -477,12 +556,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,8,32,128")
     parser.add_argument("--ort-batches", default="1,8,32")
     parser.add_argument("--budget-s", type=float, default=1.0, help="timing seconds per engine and batch")
+    parser.add_argument("--graphs", default=",".join(ENGINE_GRAPHS), help="engines: which graphs")
+    parser.add_argument("--variants", default="", help="engines: torch variants to time (default all)")
     parser.add_argument("--counts", default="8,16,32,48,64")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=4, help="streams: inference processes")
     parser.add_argument("--groups", type=int, default=4, help="streams: capture processes")
     parser.add_argument("--deadline-s", type=float, default=170.0)
+    parser.add_argument("--engine", help="streams: engine YAML (default: torch-cuda fp16 on cuda, onnxruntime on cpu)")
+    parser.add_argument("--control", type=int, default=0, help="streams: first run ONNX Runtime CPU at this N")
     parser.add_argument("--max-frames", type=int, default=10_000, help="gate: Ped2 frames per clip at most")
     parser.add_argument("--max-clips", type=int, default=1_000, help="gate: fight clips per class at most")
     parser.add_argument("--record", action="store_true", help="gate: write precision_gate.json into the packages")
@@ -507,12 +590,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.phase == "engines":
         cpus = os.cpu_count() or 1
         result = run_engines(args.models, args.device, ints(args.batches), ints(args.ort_batches), args.budget_s,
-                             min(8, cpus), save)
+                             min(8, cpus), save, tuple(g for g in args.graphs.split(",") if g),
+                             tuple(v for v in args.variants.split(",") if v))
     elif args.phase == "gate":
         result = run_gate(args.models, args.data, args.device, args.record, args.max_frames, args.max_clips, save)
     else:
         result = run_streams_phase(args.models, args.device, ints(args.counts), args.seconds, args.warmup,
-                                   args.workers, args.groups, args.deadline_s, save)
+                                   args.workers, args.groups, args.deadline_s, save, args.engine, args.control)
     save(result)
     print(f"{args.phase}: wrote {args.out}")
     return 0

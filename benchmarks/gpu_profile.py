@@ -56,16 +56,26 @@ def profile_package(package_dir: Path, engine: str, options: dict[str, object], 
             seq[cam] += 1
         runner.process(pool[rng.integers(0, len(pool), batch)], metas)
 
-    for b in (1, 2, 3, 5, 8, 11, 16) * 3:  # warm-up: graph captures, allocator
+    started = time.perf_counter()
+    for b in (1, 2, 3, 5, 8, 11, 16) * 3:  # warm-up: allocator, first kernels (graphs: captured at load)
         call(b)
+    captures = {Path(str(getattr(e, "path", "?"))).name: getattr(e, "captures", None)
+                for e in runner._engines.values()}
+    print(f"== {name}: warm-up calls {time.perf_counter() - started:.2f} s; CUDA graph captures "
+          f"(batch, s) per graph: {captures}")
     profile, times = cProfile.Profile(), []
+    cpu0, wall0, frames_done = time.process_time(), time.perf_counter(), 0
     profile.enable()
     for _ in range(calls):
         b = int(rng.integers(1, 17))
+        frames_done += b
         t0 = time.perf_counter()
         call(b)
         times.append((time.perf_counter() - t0) / b)
     profile.disable()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    print(f"== {name}: {frames_done} frames, {wall / frames_done * 1e3:.2f} ms/frame wall, "
+          f"{cpu / frames_done * 1e3:.2f} ms/frame CPU (all threads; compare a live worker's cpu_by_process)")
     print(f"== {name} on {engine} {options}: {np.median(times) * 1e3:.2f} ms/frame median, "
           f"p90 {np.percentile(times, 90) * 1e3:.2f}; cpu count {os.cpu_count()}")
     pstats.Stats(profile).sort_stats("tottime").print_stats(18)
@@ -76,11 +86,13 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("build/models"))
     parser.add_argument("--engine", default="torch-cuda")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="torch-cuda's device")
     parser.add_argument("--calls", type=int, default=150)
     args = parser.parse_args()
     options: dict[str, object] = {}
     if args.engine == "torch-cuda":
-        options = {"fp16": args.fp16, "allow_precision_loss": True, "batch_sizes": [1, 8, 16, 32]}
+        options = {"fp16": args.fp16, "allow_precision_loss": True, "batch_sizes": [1, 8, 16, 32],
+                   "device": args.device}
     for name in ("fight", "ped2-anomaly"):
         profile_package(args.models / name, args.engine, options, args.calls)
 

@@ -85,7 +85,12 @@ def resolve(config: EngineOptions) -> EngineOptions:
             logger.info("engine auto: not %s (%s)", passed, reason)
         logger.info("engine auto: chose %s", name)
         return _CONFIGS[name]()
-    absent = missing(config.name, configured=True)  # type: ignore[attr-defined]
+    if config.name == "torch-cuda" and getattr(config, "device", "cuda") == "cpu":  # type: ignore[attr-defined]
+        from pipeline.engines import torch_engine
+
+        absent = torch_engine.missing_packages()  # the same conversion on the CPU: no GPU needed
+    else:
+        absent = missing(config.name, configured=True)  # type: ignore[attr-defined]
     if absent:
         raise EngineError(f"engine {config.name!r} cannot run on this machine: {absent}. "  # type: ignore[attr-defined]
                           "Use engine: onnxruntime (CPU) or engine: auto")

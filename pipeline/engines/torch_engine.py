@@ -7,11 +7,16 @@ needs nothing new in the packages and no torch version match between export and 
 machine's torch is not ours); the converted module is checked against ONNX Runtime by the tests.
 
 Run: inputs are copied into pinned host buffers and sent on the engine's own CUDA stream
-(``non_blocking``); graphs whose inputs are all ``[batch, fixed...]`` run as CUDA graphs captured
-per batch size in ``batch_sizes`` (a batch is padded up to the next captured size, extra rows
-dropped from the outputs); others run eagerly. ``fp16`` runs under ``torch.autocast``
-(matmuls/convs in float16, reductions in float32) and goes through the accuracy gate
-(``pipeline.engines.precision``).
+(``non_blocking``); graphs whose inputs are all ``[batch, fixed...]`` run as CUDA graphs, one per
+batch size in ``batch_sizes``, all captured when the engine loads (``warmup``), so the live path
+never captures: a batch is padded up to the next captured size (extra rows dropped from the
+outputs), and a batch above the largest size runs as several replays (chunks of the largest size,
+the rest padded), never as a new shape. Capturing is what costs: 3 eager warm-up runs plus
+cuDNN's algorithm search (``cudnn.benchmark``, on only while capturing) per size and graph, ~0.1-2 s
+each; lazily, in a live worker, those stalls back the frame queues up (the first H200 streams run:
+calls of seconds, 56-70% drops). Graphs with other inputs run eagerly, with cuDNN's default
+heuristics (no search on each new shape). ``fp16`` runs under ``torch.autocast`` (matmuls/convs in
+float16, reductions in float32) and goes through the accuracy gate (``pipeline.engines.precision``).
 
 GPU pre-processing: frames travel as uint8 NHWC at model size; the trunk and motion graphs
 begin with Cast -> Sub(mean) -> Div(std) -> Transpose, so sending the uint8 tensor and running
@@ -30,6 +35,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +50,6 @@ from pipeline.errors import EngineError
 logger = logging.getLogger(__name__)
 
 ENGINE_KEY = "torch-cuda"
-MAX_EXTRA_GRAPHS = 8  # captured on demand for batches above the largest configured size
 MAX_PINNED_BUFFERS = 256
 
 
@@ -58,6 +63,7 @@ class TorchEngineConfig(EngineOptions):
     cuda_graphs: bool = True
     tf32: bool = Field(True, description="TF32 convs/matmuls in fp32 (Ampere+): faster, ~1e-3 relative error")
     batch_sizes: list[int] = Field([1, 8, 16, 32], min_length=1, description="CUDA graphs captured for these")
+    warmup: bool = Field(True, description="capture every batch size's CUDA graph at load, not on the live path")
     allow_precision_loss: bool = Field(False, description="run fp16 even where the accuracy gate refused it")
     fallback: Literal["onnxruntime", "error"] = Field(
         "onnxruntime", description="a graph onnx2torch cannot convert: run it on ONNX Runtime CPU, or fail")
@@ -82,9 +88,8 @@ def missing(import_torch: bool = False) -> str | None:
     torch itself."""
     if not import_torch and not nvidia_gpu_visible():
         return "no NVIDIA GPU is visible (no /proc/driver/nvidia/version, no /dev/nvidia*, no nvidia-smi)"
-    for module, pip in (("torch", "torch (a CUDA build)"), ("onnx", "onnx"), ("onnx2torch", "onnx2torch")):
-        if importlib.util.find_spec(module) is None:
-            return f"the {module} package is not installed (pip install {pip}, or vidwatch[gpu])"
+    if absent := missing_packages():
+        return absent
     import torch
 
     if torch.version.cuda is None:
@@ -92,6 +97,14 @@ def missing(import_torch: bool = False) -> str | None:
         return f"this torch build ({torch.__version__}) has no CUDA{gpu}; install a CUDA torch on a GPU machine"
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible (torch.cuda.is_available() is False: no NVIDIA GPU or driver)"
+    return None
+
+
+def missing_packages() -> str | None:
+    """The Python packages ``torch-cuda`` needs on any device (``device: cpu`` needs only these)."""
+    for module, pip in (("torch", "torch (a CUDA build)"), ("onnx", "onnx"), ("onnx2torch", "onnx2torch")):
+        if importlib.util.find_spec(module) is None:
+            return f"the {module} package is not installed (pip install {pip}, or vidwatch[gpu])"
     return None
 
 
@@ -232,7 +245,8 @@ class TorchEngine:
         self.device = torch.device(config.device, config.device_index) if config.device == "cuda" \
             else torch.device("cpu")
         if config.device == "cuda":  # process-wide flags: one engine config per worker process
-            torch.backends.cudnn.benchmark = True  # fixed shapes (CUDA graphs): pick the fastest conv once
+            # cudnn.benchmark stays off: it is on only while capturing (fixed shapes, searched once);
+            # on, every new eager shape would run cuDNN's algorithm search again, on the live path.
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = config.tf32
         graph = onnx.load(str(path), load_external_data=False).graph
         initializers = {i.name for i in graph.initializer}
@@ -241,6 +255,10 @@ class TorchEngine:
         self.output_names = [o.name for o in graph.output]
         dims = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
                 for i in inputs]
+        # (row shape, dtype) per input: what warm_up feeds (row dims are fixed where graphs are used)
+        self._input_specs = [(tuple(int(x or 0) for x in d[1:]),
+                              onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+                             for d, i in zip(dims, inputs, strict=True)]
         # Batch-padding (and so CUDA graphs per batch size) is safe where every input is
         # [batch, fixed dims...]: rows are then independent frames or windows.
         self.batched = bool(dims) and all(len(d) >= 1 and d[0] is None and None not in d[1:] for d in dims)
@@ -250,8 +268,24 @@ class TorchEngine:
         self._graphs: dict[tuple[tuple[int, ...], ...], _Captured] = {}
         self._pinned: dict[tuple[Any, ...], Any] = {}
         self._failed_capture: str | None = None
+        self.captures: list[tuple[int, float]] = []  # (batch size, seconds) of every capture, in order
         logger.info("%s: %s on %s%s%s", ENGINE_KEY, path.name, self.device, " fp16" if config.fp16 else "",
                     " with CUDA graphs" if self.use_graphs else "")
+        if self.use_graphs and config.warmup:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Capture the CUDA graph of every configured batch size now (zeros of the graph's input
+        shapes and dtypes), so that no call on the live path pays for a capture."""
+        started = time.perf_counter()
+        for size in self.config.batch_sizes:
+            self.run({name: np.zeros((size, *shape), dtype=dtype)
+                      for name, (shape, dtype) in zip(self.input_names, self._input_specs, strict=True)})
+            if self._failed_capture is not None:
+                break
+        logger.info("%s: %s warmed up in %.2f s: CUDA graphs for batch sizes %s%s", ENGINE_KEY, self.path.name,
+                    time.perf_counter() - started, self.captured_sizes(),
+                    f" (capture failed: {self._failed_capture}; eager)" if self._failed_capture else "")
 
     # -- running ---------------------------------------------------------------------------
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -268,23 +302,40 @@ class TorchEngine:
                 return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
                         for k, v in zip(self.output_names, outputs, strict=True)}
             with torch.cuda.device(self.device), torch.cuda.stream(self.stream), torch.no_grad():
-                size = self._graph_size(n) if self.use_graphs and self._failed_capture is None else None
-                if size is not None:
-                    arrays = [_pad_rows(a, size) for a in arrays]
-                device_inputs = [self._to_device(name, a) for name, a in zip(self.input_names, arrays, strict=True)]
-                outputs = self._run_graph(device_inputs) if size is not None else self._forward(device_inputs)
-                host = [self._to_host(name, out) for name, out in zip(self.output_names, outputs, strict=True)]
+                if self.use_graphs and self._failed_capture is None and n > 0:
+                    return self._run_chunks(arrays, n)
+                device_inputs = [self._to_device(("in", name), a) for name, a in
+                                 zip(self.input_names, arrays, strict=True)]
+                outputs = self._forward(device_inputs)
+                host = [self._to_host(("out", name), out) for name, out in zip(self.output_names, outputs, strict=True)]
                 self.stream.synchronize()  # type: ignore[union-attr]
         except EngineError:
             raise
         except Exception as exc:
             shapes = {k: (v.dtype.name, v.shape) for k, v in inputs.items()}
             raise EngineError(f"{ENGINE_KEY} failed on {self.path.name} with inputs {shapes}: {exc}") from exc
-        result = {}
-        for name, array in zip(self.output_names, host, strict=True):
-            array = array.numpy().copy()  # the pinned buffer is reused by the next call
-            result[name] = array[:n] if size is not None and array.ndim and array.shape[0] == size else array
-        return result
+        return {name: array.numpy().copy()  # the pinned buffer is reused by the next call
+                for name, array in zip(self.output_names, host, strict=True)}
+
+    def _run_chunks(self, arrays: list[np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """CUDA-graph replays over ``batch_plan(n)``: every chunk has a captured size (rows past the
+        real ones are left over from earlier calls: rows are independent, their outputs dropped)."""
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for start, rows, size in batch_plan(n, self.config.batch_sizes):
+            staged = []
+            for name, array in zip(self.input_names, arrays, strict=True):
+                pinned = self._pinned_buffer(("in", name), (size, *array.shape[1:]), array.dtype)
+                pinned.numpy()[:rows] = array[start:start + rows]
+                staged.append(pinned)
+            outputs = self._run_graph(staged)
+            if outputs is None:  # capture failed: this call (and every later one) runs eagerly
+                return self.run(dict(zip(self.input_names, arrays, strict=True)))
+            host = [self._to_host(("out", name), out) for name, out in zip(self.output_names, outputs, strict=True)]
+            self.stream.synchronize()  # type: ignore[union-attr]
+            for name, array in zip(self.output_names, host, strict=True):
+                parts[name].append(array.numpy()[:rows].copy() if array.ndim and array.shape[0] == size
+                                   else array.numpy().copy())
+        return {name: chunks[0] if len(chunks) == 1 else np.concatenate(chunks) for name, chunks in parts.items()}
 
     def _forward(self, tensors: list[Any]) -> list[Any]:
         torch = self.torch
@@ -295,15 +346,15 @@ class TorchEngine:
             out = self.module(*tensors)
         return list(out) if isinstance(out, tuple | list) else [out]
 
-    def _to_device(self, name: str, array: np.ndarray) -> Any:
-        pinned = self._pinned_buffer(("in", name), array.shape, array.dtype)
+    def _to_device(self, key: tuple[str, str], array: np.ndarray) -> Any:
+        pinned = self._pinned_buffer(key, array.shape, array.dtype)
         pinned.numpy()[...] = array
         return pinned.to(self.device, non_blocking=True)
 
-    def _to_host(self, name: str, tensor: Any) -> Any:
+    def _to_host(self, key: tuple[str, str], tensor: Any) -> Any:
         if tensor.is_floating_point() and tensor.dtype != self.torch.float32:
             tensor = tensor.float()
-        pinned = self._pinned_buffer(("out", name), tuple(tensor.shape), tensor.dtype)
+        pinned = self._pinned_buffer(key, tuple(tensor.shape), tensor.dtype)
         pinned.copy_(tensor, non_blocking=True)
         return pinned
 
@@ -314,45 +365,48 @@ class TorchEngine:
         if full not in self._pinned and len(self._pinned) >= MAX_PINNED_BUFFERS:
             self._pinned.clear()  # many distinct shapes (dynamic window graphs): start over, stay bounded
         if full not in self._pinned:
-            self._pinned[full] = torch.empty(tuple(shape), dtype=tdtype, pin_memory=True)
+            # zeros: rows past a padded batch's real ones hold finite values from the start
+            self._pinned[full] = torch.zeros(tuple(shape), dtype=tdtype, pin_memory=True)
         return self._pinned[full]
 
     # -- CUDA graphs -----------------------------------------------------------------------
-    def _graph_size(self, n: int) -> int | None:
-        sizes = self.config.batch_sizes
-        i = bisect.bisect_left(sizes, n)
-        if i < len(sizes):
-            return sizes[i]
-        extra = sum(1 for shapes in self._graphs if shapes[0][0] > sizes[-1])
-        return n if extra < MAX_EXTRA_GRAPHS else None  # big odd batches: eager beyond the cap
-
-    def _run_graph(self, tensors: list[Any]) -> list[Any]:
-        key = tuple(tuple(t.shape) for t in tensors)
+    def _run_graph(self, pinned: list[Any]) -> list[Any] | None:
+        """Replay the graph of these (pinned host) inputs' shapes, capturing it first if it is new;
+        None when capturing failed (the engine runs eagerly from then on)."""
+        key = tuple(tuple(t.shape) for t in pinned)
         captured = self._graphs.get(key)
         if captured is None:
             try:
-                captured = self._graphs[key] = self._capture(tensors)
+                captured = self._graphs[key] = self._capture([t.to(self.device, non_blocking=True) for t in pinned])
             except Exception as exc:  # an op that syncs or allocates per call: run eagerly from now on
                 self._failed_capture = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s: CUDA graph capture failed for %s (%s); running it eagerly",
                                ENGINE_KEY, self.path.name, self._failed_capture)
-                return self._forward(tensors)
-        for static, t in zip(captured.inputs, tensors, strict=True):
+                return None
+        for static, t in zip(captured.inputs, pinned, strict=True):  # host -> the graph's inputs, no temporary
             static.copy_(t, non_blocking=True)
         captured.graph.replay()
         return captured.outputs
 
     def _capture(self, tensors: list[Any]) -> _Captured:
         torch = self.torch
+        started = time.perf_counter()
         static = [t.clone() for t in tensors]
-        for _ in range(3):  # warm-up on the side stream: lazy init, cuDNN autotune, allocator
-            self._forward(static)
-        self.stream.synchronize()  # type: ignore[union-attr]
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream):
-            outputs = self._forward(static)
-        logger.info("%s: captured a CUDA graph for %s at shapes %s", ENGINE_KEY, self.path.name,
-                    [tuple(t.shape) for t in tensors])
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = True  # fixed shapes: search the fastest conv algorithms once, here
+        try:
+            for _ in range(3):  # warm-up on the side stream: lazy init, cuDNN search, allocator
+                self._forward(static)
+            self.stream.synchronize()  # type: ignore[union-attr]
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                outputs = self._forward(static)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        seconds = time.perf_counter() - started
+        self.captures.append((int(tensors[0].shape[0]), seconds))
+        logger.info("%s: captured a CUDA graph for %s at shapes %s in %.2f s", ENGINE_KEY, self.path.name,
+                    [tuple(t.shape) for t in tensors], seconds)
         return _Captured(graph, static, outputs)
 
     def captured_sizes(self) -> list[int]:
@@ -364,11 +418,17 @@ class _Captured:
         self.graph, self.inputs, self.outputs = graph, inputs, outputs
 
 
-def _pad_rows(array: np.ndarray, size: int) -> np.ndarray:
-    if len(array) == size:
-        return array
-    pad = np.zeros((size - len(array), *array.shape[1:]), dtype=array.dtype)
-    return np.concatenate([array, pad])
+def batch_plan(n: int, sizes: list[int]) -> list[tuple[int, int, int]]:
+    """``n`` rows as (start, rows, captured size) chunks: whole chunks of the largest size, then the
+    rest padded up to the smallest size that holds it. Every size is one of ``sizes`` (sorted), so
+    no batch size ever makes a new CUDA graph."""
+    plan, start, largest = [], 0, sizes[-1]
+    while n - start > largest:
+        plan.append((start, largest, largest))
+        start += largest
+    rows = n - start
+    plan.append((start, rows, sizes[bisect.bisect_left(sizes, rows)]))
+    return plan
 
 
 def create(path: Path, options: Mapping[str, object]) -> Engine:

@@ -20,7 +20,7 @@ if importlib.util.find_spec("onnx2torch") is None:  # (importing it needs torchv
 from pipeline.engines import create_engine  # noqa: E402
 from pipeline.engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
 from pipeline.engines.precision import GATE_FILE, graph_sha256  # noqa: E402
-from pipeline.engines.torch_engine import TorchEngine  # noqa: E402
+from pipeline.engines.torch_engine import TorchEngine, batch_plan  # noqa: E402
 from pipeline.errors import EngineError  # noqa: E402
 from pipeline.modelpkg import load_package  # noqa: E402
 from pipeline.runner import score_frames  # noqa: E402
@@ -147,3 +147,26 @@ def test_fp16_within_the_gate_or_unmeasured_loads(models_dir: Path, tmp_path: Pa
 def test_bad_option_is_rejected_by_the_engine_model(models_dir: Path) -> None:
     with pytest.raises(EngineError, match="engine 'torch-cuda': bad options \\(providers: Extra inputs"):
         create_engine("torch-cuda", models_dir / "fight" / "head.onnx", {"device": "cpu", "providers": ["x"]})
+
+
+@pytest.mark.parametrize("sizes", [[1, 8, 16, 32, 64], [4, 8], [16]])
+def test_batch_plan_uses_only_captured_sizes_for_any_batch(sizes: list[int]) -> None:
+    """Any batch (1..300 frames, above the largest size too) runs as chunks of configured sizes
+    covering its rows exactly once, in order: a live worker never meets a shape with no CUDA graph
+    (a new shape meant a capture, seconds on the live path, in the first H200 streams run)."""
+    for n in range(1, 301):
+        plan = batch_plan(n, sizes)
+        assert all(size in sizes and 0 < rows <= size for _, rows, size in plan), (n, plan)
+        assert [start for start, _, _ in plan] == list(np.cumsum([0] + [rows for _, rows, _ in plan[:-1]]))
+        assert sum(rows for _, rows, _ in plan) == n
+        assert sum(size - rows for _, rows, size in plan) < sizes[-1]  # padding: less than one largest chunk
+
+
+def test_torch_engine_on_cpu_passes_the_start_up_check() -> None:
+    """``device: cpu`` needs the packages, not a GPU: a live run can use it (the CPU reproduction
+    of the GPU worker path); the default ``device: cuda`` still fails here (test_engine_config)."""
+    from pipeline.engines import resolve
+    from pipeline.engines.torch_engine import TorchEngineConfig
+
+    config = TorchEngineConfig(device="cpu")
+    assert resolve(config) is config
