@@ -28,6 +28,7 @@ from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.sampling import RateSampler
 from pipeline.sources import Source, open_source
 from pipeline.transport import frames_push, worker_endpoint
+from pipeline.transport_security import transport_security
 from pipeline.wire import encode_frames
 
 logger = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class CaptureNode:
                 self.metrics.dropped.labels(camera.id, reason)
         self.ctx: zmq.Context = zmq.Context.instance()
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
-        self.sockets = frames_push(self.ctx, endpoints)
+        self.sockets = frames_push(self.ctx, endpoints, transport_security(config, f"capture-{group}"))
         self.routes = config.workers()
         self.loop_at: float | None = None
 

@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("path", type=Path)
     a.set_defaults(func=cmd_alerts)
 
+    k = sub.add_parser("keys", help="CurveZMQ keys for the transport between stages")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kg = ksub.add_parser("generate", help="write server and client key pairs (secret files mode 0600)")
+    kg.add_argument("dir", type=Path)
+    kg.add_argument("--force", action="store_true", help="replace existing key files")
+    kg.set_defaults(func=cmd_keys_generate)
+
     m = sub.add_parser("models", help="model packages")
     msub = m.add_subparsers(dest="models_command", required=True)
     b = msub.add_parser("build", help="build the shipped model packages (needs vidwatch[models])")
@@ -166,7 +173,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             manifests[name] = load_package(pkg.path).manifest
         except VidwatchError as exc:
             problems.append(f"models.{name}: {exc}")
-    for warning in rate_warnings(config.cameras, manifests):
+    for warning in [*rate_warnings(config.cameras, manifests), *_transport_warnings(config)]:
         print(f"warning: {warning}", file=sys.stderr)
     for warning in _output_env_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
@@ -204,6 +211,49 @@ def _output_env_warnings(config: Any) -> list[str]:
     return [f"outputs[{i}] (webhook): ${{{name}}} is not set here; the sink will not start without it"
             for i, out in enumerate(config.outputs) if isinstance(out, WebhookOutputConfig)
             for name in unset_env_refs(out)]
+
+
+def _transport_warnings(config: Any) -> list[str]:
+    """Keys this host cannot load (fine where it runs no stage that needs them), and insecure mode."""
+    from pipeline.config import exposed_endpoints
+    from pipeline.transport_security import public_keys, secret_key
+
+    t = config.transport
+    if t.insecure and exposed_endpoints(config):
+        return ["transport.insecure: true: frames and results cross the network unencrypted and "
+                "unauthenticated; add keys with 'vidwatch keys generate DIR'"]
+    checks = [("server_key", t.server_key, secret_key, "infer, sink"),
+              ("server_public_key", t.server_public_key, public_keys, "capture, infer"),
+              ("client_key", t.client_key, secret_key, "capture, infer"),
+              *((f"authorized_clients[{i}]", k, public_keys, "infer, sink")
+                for i, k in enumerate(t.authorized_clients))]
+    out = []
+    for name, source, load, stages in checks:
+        if source is None:
+            continue
+        try:
+            load(source)
+        except VidwatchError as exc:
+            out.append(f"transport.{name}: {exc} (needed on hosts that run {stages})")
+    return out
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from pipeline.transport_security import write_keypairs
+
+    for path in write_keypairs(args.dir, force=args.force):
+        print(f"wrote {path} (mode {path.stat().st_mode & 0o777:o})")
+    d = args.dir
+    print(f"""
+Add to the config (every host may share it; each host needs only the files its stages use):
+transport:
+  server_key: {d}/server.key_secret          # hosts running infer / sink only
+  server_public_key: {d}/server.key          # hosts running capture / infer
+  client_key: {d}/client.key_secret          # hosts running capture / infer
+  authorized_clients: [{d}/client.key]       # hosts running infer / sink
+A key may come from the environment instead: server_key: {{env: VIDWATCH_SERVER_KEY}} (the Z85 text
+between the quotes of secret-key in the file). Never copy *.key_secret to hosts that do not need it.""")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

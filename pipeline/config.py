@@ -6,6 +6,7 @@ Every problem is reported with its YAML path, line, the bad value and what is al
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -158,6 +159,56 @@ class EvidenceConfig(_Frozen):
         return self.ring_s if self.ring_s is not None else self.max_clip_s + self.pre_s + self.post_s + 30.0
 
 
+class KeySource(_Frozen):
+    """A CurveZMQ key: a file written by ``vidwatch keys generate`` (a bare string is a file) or an
+    environment variable holding the 40-character Z85 key."""
+
+    file: Path | None = None
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str | Path) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> KeySource:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of file: PATH or env: VARIABLE")
+        return self
+
+    def describe(self) -> str:
+        """Where the key comes from (never the key itself)."""
+        return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+
+class TransportSecurityConfig(_Frozen):
+    """CurveZMQ between stages: binding stages (inference workers, sink) hold the server key and
+    accept only ``authorized_clients``; connecting stages (capture, inference) hold a client key."""
+
+    server_key: KeySource | None = Field(None, description="server secret key (hosts running infer / sink)")
+    server_public_key: KeySource | None = Field(None, description="server public key (hosts running capture / infer)")
+    client_key: KeySource | None = Field(None, description="client secret key (hosts running capture / infer)")
+    authorized_clients: list[KeySource] = Field(default_factory=list, description="client public keys (or a "
+                                                                                  "folder of them) accepted")
+    insecure: bool = Field(False, description="allow plain tcp to non-loopback addresses (trusted lab only)")
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.server_key, self.server_public_key, self.client_key, self.authorized_clients))
+
+    @model_validator(mode="after")
+    def _complete(self) -> TransportSecurityConfig:
+        missing = [name for name in ("server_key", "server_public_key", "client_key", "authorized_clients")
+                   if not getattr(self, name)]
+        if self.enabled and missing:
+            raise ValueError(f"CurveZMQ needs all four keys, missing: {', '.join(missing)} "
+                             f"(vidwatch keys generate DIR writes them and prints the snippet)")
+        if self.enabled and self.insecure:
+            raise ValueError("insecure: true and keys are both set, remove one")
+        return self
+
+
 class MetricsConfig(_Frozen):
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=1, le=65535)
@@ -181,6 +232,7 @@ class Config(_Frozen):
     metrics: MetricsConfig = MetricsConfig()
     evidence: EvidenceConfig = EvidenceConfig()
     motion_gate: MotionGateConfig = Field(MotionGateConfig(), description="defaults of every camera's motion_gate")
+    transport: TransportSecurityConfig = TransportSecurityConfig()
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -199,7 +251,8 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems = [*_unique_camera_ids(self), *_known_models(self), *_rule_targets(self), *_pinned_workers(self)]
+        problems = [*_unique_camera_ids(self), *_known_models(self), *_rule_targets(self), *_pinned_workers(self),
+                    *_secured_endpoints(self)]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -264,6 +317,37 @@ def _pinned_workers(cfg: Config) -> list[str]:
             for i, c in enumerate(cfg.cameras) if c.worker is not None and c.worker >= n]
 
 
+def exposed_endpoints(cfg: Config) -> dict[str, str]:
+    """The stage endpoints (by YAML path) that a host other than this one could reach: tcp to a
+    non-loopback address. ipc/inproc and loopback tcp stay on one host."""
+    endpoints = {"inference.endpoint": cfg.inference.endpoint, "sink.endpoint": cfg.sink.endpoint,
+                 "inference.bind": cfg.inference.bind, "sink.bind": cfg.sink.bind}
+    return {path: e for path, e in endpoints.items() if e is not None and not is_loopback(e)}
+
+
+def is_loopback(endpoint: str) -> bool:
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or '*': reachable from elsewhere as far as we can tell
+        return False
+
+
+def _secured_endpoints(cfg: Config) -> list[str]:
+    if cfg.transport.enabled or cfg.transport.insecure:
+        return []
+    # No "; " inside a problem: _problems splits cross-field messages on it.
+    return [f"{path}: {endpoint} is reachable from other hosts but the transport has no CurveZMQ keys, "
+            f"anyone who reaches the port could inject frames or forge results. Run "
+            f"'vidwatch keys generate keys/' and add the transport: section it prints (README 'Security'), "
+            f"or bind to 127.0.0.1 / ipc://, or set transport.insecure: true on a trusted lab network"
+            for path, endpoint in exposed_endpoints(cfg).items()]
+
+
 def _rule_targets(cfg: Config) -> list[str]:
     problems = []
     ids = {c.id for c in cfg.cameras}
@@ -309,7 +393,15 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         return p if p.is_absolute() or p.exists() or not (base_dir / p).exists() else base_dir / p
 
     models = {name: PackageConfig(path=fix(pkg.path)) for name, pkg in config.models.items()}
-    return config.model_copy(update={"models": models})
+
+    def fix_key(key: KeySource | None) -> KeySource | None:
+        return key if key is None or key.file is None else KeySource(file=fix(key.file))
+
+    t = config.transport
+    transport = t.model_copy(update={
+        "server_key": fix_key(t.server_key), "server_public_key": fix_key(t.server_public_key),
+        "client_key": fix_key(t.client_key), "authorized_clients": [fix_key(k) for k in t.authorized_clients]})
+    return config.model_copy(update={"models": models, "transport": transport})
 
 
 def _problems(err: Any, root: yaml.Node | None) -> list[str]:

@@ -25,6 +25,7 @@ from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package, rate_warnings
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
 from pipeline.transport import DEFAULTS, frames_pull, results_push, worker_endpoint
+from pipeline.transport_security import REASON, transport_security
 from pipeline.wire import FrameBatch, decode_frames, encode_results
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,13 @@ class InferenceWorker:
             self.evidence_min = min((r.threshold for r in config.rules), default=0.5)
         ctx: zmq.Context = zmq.Context.instance()
         self.endpoint = worker_endpoint(config.inference.endpoint, index)
-        self.pull = frames_pull(ctx, worker_endpoint(config.inference.bind or config.inference.endpoint, index))
-        self.push = results_push(ctx, config.sink.endpoint)
+        security = transport_security(config, f"inference-{index}")
+        if security is not None:
+            self.metrics.rejected.labels("inference", REASON)  # the series exists from the start
+        self.pull = frames_pull(ctx, worker_endpoint(config.inference.bind or config.inference.endpoint, index),
+                                security,
+                                on_reject=lambda reason: self.metrics.rejected.labels("inference", reason).inc())
+        self.push = results_push(ctx, config.sink.endpoint, security)
         self._pending: list[FrameBatch] = []
         self._last_status = 0.0
         self._stats: dict[str, dict[str, float]] = {}

@@ -39,6 +39,7 @@ from pipeline.modelpkg import load_package
 from pipeline.outputs import create_output
 from pipeline.rules import Rule, Transition
 from pipeline.transport import DEFAULTS, results_pull
+from pipeline.transport_security import REASON, transport_security
 from pipeline.wire import decode_results
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,11 @@ class Sink:
                                  spool_dir=Path(config.state_dir) / "outbox")
         self._zero_alert_series(config)
         self.status: dict[str, CameraStatus] = {c.id: CameraStatus() for c in config.cameras}
-        self.pull = results_pull(zmq.Context.instance(), config.sink.bind or config.sink.endpoint)
+        security = transport_security(config, "sink")
+        if security is not None:
+            self.metrics.rejected.labels("sink", REASON)  # the series exists from the start
+        self.pull = results_pull(zmq.Context.instance(), config.sink.bind or config.sink.endpoint, security,
+                                 on_reject=lambda reason: self.metrics.rejected.labels("sink", reason).inc())
         self._last_status = time.monotonic()
         self._last_status_write = 0.0
         self._open: dict[str, Alert] = {}  # alert id -> its start record

@@ -1,17 +1,23 @@
 """ZeroMQ sockets for the stages, with every socket option named in one place.
 
 Bounded queues everywhere: a slow consumer makes the producer drop (and count), never block
-a camera and never grow memory.
+a camera and never grow memory. With transport keys configured every socket is CurveZMQ
+(``pipeline.transport_security``): binding sockets are servers that accept only authorized
+clients, connecting sockets are clients.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zmq
 
 from pipeline.errors import VidwatchError
+
+if TYPE_CHECKING:
+    from pipeline.transport_security import RejectCallback, TransportSecurity
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,8 @@ def worker_endpoint(base: str, index: int) -> str:
     return f"{base}-{index}"
 
 
-def frames_push(ctx: zmq.Context, endpoints: list[str]) -> list[zmq.Socket]:
+def frames_push(ctx: zmq.Context, endpoints: list[str],
+                security: TransportSecurity | None = None) -> list[zmq.Socket]:
     """One PUSH per inference worker, so a camera's frames go to the worker that owns it."""
     sockets = []
     for endpoint in endpoints:
@@ -45,37 +52,48 @@ def frames_push(ctx: zmq.Context, endpoints: list[str]) -> list[zmq.Socket]:
         sock.setsockopt(zmq.SNDHWM, DEFAULTS.frames_hwm)
         sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
         sock.setsockopt(zmq.SNDTIMEO, DEFAULTS.send_timeout_ms)
-        sock.connect(endpoint)
+        _connect(sock, endpoint, security)
         sockets.append(sock)
     return sockets
 
 
-def frames_pull(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def frames_pull(ctx: zmq.Context, endpoint: str, security: TransportSecurity | None = None,
+                on_reject: RejectCallback | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, DEFAULTS.frames_hwm)
     sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
-    _bind(sock, endpoint)
+    _bind(sock, endpoint, security, on_reject)
     return sock
 
 
-def results_push(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def results_push(ctx: zmq.Context, endpoint: str, security: TransportSecurity | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, DEFAULTS.results_hwm)
     sock.setsockopt(zmq.LINGER, DEFAULTS.results_linger_ms)
     sock.setsockopt(zmq.SNDTIMEO, DEFAULTS.send_timeout_ms)
-    sock.connect(endpoint)
+    _connect(sock, endpoint, security)
     return sock
 
 
-def results_pull(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def results_pull(ctx: zmq.Context, endpoint: str, security: TransportSecurity | None = None,
+                 on_reject: RejectCallback | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, DEFAULTS.results_hwm)
     sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
-    _bind(sock, endpoint)
+    _bind(sock, endpoint, security, on_reject)
     return sock
 
 
-def _bind(sock: zmq.Socket, endpoint: str) -> None:
+def _connect(sock: zmq.Socket, endpoint: str, security: TransportSecurity | None) -> None:
+    if security is not None:
+        security.connect_as_client(sock)
+    sock.connect(endpoint)
+
+
+def _bind(sock: zmq.Socket, endpoint: str, security: TransportSecurity | None = None,
+          on_reject: RejectCallback | None = None) -> None:
+    if security is not None:
+        security.serve(sock, endpoint, on_reject)  # the endpoint names the ZAP domain: one per socket
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:

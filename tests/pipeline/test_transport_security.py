@@ -1,0 +1,241 @@
+"""CurveZMQ between stages on real TCP sockets: strangers are refused and counted, the authorized
+capture keeps scoring; the config refuses exposed endpoints without keys; key files and env keys."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+from prometheus_client import CollectorRegistry
+
+from pipeline.capture import CaptureNode
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError, VidwatchError
+from pipeline.inference import InferenceWorker
+from pipeline.sink import Sink
+from pipeline.transport_security import public_keys, secret_key, transport_security, write_keypairs
+from pipeline.wire import encode_frames, encode_results
+from tests.conftest import PEOPLE_CLIP, ROOT
+from tests.pipeline.stage_helpers import make_config, running
+
+pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="this libzmq was built without CurveZMQ")
+
+
+def _transport(keys: Path) -> str:
+    return f"""transport:
+  server_key: {keys}/server.key_secret
+  server_public_key: {keys}/server.key
+  client_key: {keys}/client.key_secret
+  authorized_clients: [{keys}/client.key]
+"""
+
+
+def _value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def _forged_result(seq: int) -> dict[str, object]:
+    """A result that, if accepted, would raise an alert on camera 'ghost' (score 9 >> threshold)."""
+    now = time.time()
+    return {"camera": "ghost", "package": "demo-anomaly", "labels": ["anomaly"], "alert_label": "anomaly",
+            "scores": [9.0], "seq": seq, "first_seq": seq, "t_capture": now, "t_stream": float(seq), "t_decided": now,
+            "heatmap": None}
+
+
+class Stranger:
+    """A peer on its own ZeroMQ context: with an unauthorized key (``key``) or none at all."""
+
+    def __init__(self, endpoint: str, server_public: bytes, key: tuple[bytes, bytes] | None) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDTIMEO, 50)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if key is not None:
+            self.sock.curve_serverkey, (self.sock.curve_publickey, self.sock.curve_secretkey) = server_public, key
+        self.sock.connect(endpoint)
+        self.sent = 0
+
+    def send(self, parts: list[object]) -> None:
+        try:
+            self.sock.send_multipart(parts)
+            self.sent += 1  # queued locally; it can only leave after a handshake that never succeeds
+        except zmq.Again:
+            pass
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.mark.slow
+def test_strangers_are_refused_and_counted_while_the_authorized_capture_keeps_scoring(
+        models_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    write_keypairs(keys, ("server", "client", "intruder"))
+    cameras = (f"  - {{id: door, source: {PEOPLE_CLIP}, fps: 5, loop: true, playback_speed: 4, group: 0, "
+               f"models: [{{model: demo-anomaly, calibrate_seconds: 1}}]}}\n"
+               f"  - {{id: ghost, source: {PEOPLE_CLIP}, fps: 5, group: 1, "
+               f"models: [{{model: demo-anomaly, calibrate_seconds: 0.2}}]}}")
+    rules = "  - {name: r, model: demo-anomaly, threshold: 5.0, clear_threshold: 4.0, cooldown_s: 1}"
+    config = make_config(models_dir, tmp_path, cameras, rules, extra=_transport(keys))
+    server_public = next(iter(public_keys(config.transport.server_public_key)))  # type: ignore[arg-type]
+    reg = {name: CollectorRegistry() for name in ("sink", "infer", "capture")}
+    sink, worker = Sink(config, reg["sink"]), InferenceWorker(config, 0, reg["infer"])
+    capture = CaptureNode(config, 0, reg["capture"])  # group 0: door only; nobody captures ghost
+    frames = np.zeros((2, 224, 224, 3), np.uint8)
+    intruder = zmq.auth.load_certificate(str(keys / "intruder.key_secret"))
+    strangers = [Stranger(endpoint, server_public, key) for endpoint in
+                 (config.inference.endpoint, config.sink.endpoint) for key in (intruder, None)]
+    rejected = {"infer": {"stage": "inference", "reason": "unauthenticated"},
+                "sink": {"stage": "sink", "reason": "unauthenticated"}}
+    with running(sink), running(worker), running(capture):
+        deadline = time.monotonic() + 60
+        seq = 0
+        while time.monotonic() < deadline:
+            seq += 1
+            for frames_peer in strangers[:2]:
+                frames_peer.send(encode_frames(["ghost", "ghost"], [seq, seq], [time.time()] * 2,
+                                               [seq / 5] * 2, frames))
+            for results_peer in strangers[2:]:
+                results_peer.send(encode_results([_forged_result(seq)], []))
+            door = _value(reg["infer"], "vidwatch_windows_scored_total", {"camera": "door", "model": "demo-anomaly"})
+            if door >= 10 and all(_value(reg[k], "vidwatch_messages_rejected_total", v) >= 4
+                                  for k, v in rejected.items()):
+                break
+            time.sleep(0.2)
+        door_before = _value(reg["infer"], "vidwatch_windows_scored_total",
+                             {"camera": "door", "model": "demo-anomaly"})
+        time.sleep(3)  # the authorized capture keeps scoring while the strangers keep trying
+        door_after = _value(reg["infer"], "vidwatch_windows_scored_total", {"camera": "door", "model": "demo-anomaly"})
+        ghost_scored = _value(reg["infer"], "vidwatch_windows_scored_total",
+                              {"camera": "ghost", "model": "demo-anomaly"})
+        ghost_score = reg["sink"].get_sample_value("vidwatch_last_score", {"camera": "ghost", "model": "demo-anomaly"})
+        # Control: the same forged result with the authorized client key is taken, so the zeros
+        # above are the transport refusing the strangers, not a message the sink would drop anyway.
+        allowed = Stranger(config.sink.endpoint, server_public,
+                           zmq.auth.load_certificate(str(keys / "client.key_secret")))
+        for _ in range(50):
+            allowed.send(encode_results([_forged_result(seq + 1)], []))
+            if reg["sink"].get_sample_value("vidwatch_last_score", {"camera": "ghost", "model": "demo-anomaly"}):
+                break
+            time.sleep(0.1)
+        control = reg["sink"].get_sample_value("vidwatch_last_score", {"camera": "ghost", "model": "demo-anomaly"})
+        allowed.close()
+    for stranger in strangers:
+        stranger.close()
+    assert ghost_scored == 0 and ghost_score is None, "a stranger's frames or results were accepted"
+    assert all(s.sent > 0 for s in strangers), [s.sent for s in strangers]
+    for key, labels in rejected.items():
+        assert _value(reg[key], "vidwatch_messages_rejected_total", labels) >= 4, key
+        assert _value(reg[key], "vidwatch_messages_rejected_total", {**labels, "reason": "bad_message"}) == 0
+    assert door_after > door_before >= 10, "the authorized capture stopped scoring"
+    assert _value(reg["sink"], "vidwatch_end_to_end_latency_seconds_count", {}) > 0  # door results reached the sink
+    assert control == 9.0
+
+
+def test_monitor_tells_a_missing_key_from_an_unknown_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each rejected handshake is counted once, with the right reason in the log."""
+    from pipeline.transport import results_pull
+
+    keys = tmp_path / "keys"
+    write_keypairs(keys, ("server", "client", "intruder"))
+    config = make_config(Path("/nonexistent"), tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         extra=_transport(keys))
+    security = transport_security(config, "test")
+    assert security is not None
+    counted: list[str] = []
+    pull = results_pull(zmq.Context.instance(), config.sink.endpoint, security, on_reject=counted.append)
+    server_public = next(iter(public_keys(config.transport.server_public_key)))  # type: ignore[arg-type]
+    intruder_key = zmq.auth.load_certificate(str(keys / "intruder.key_secret"))
+    intruder = Stranger(config.sink.endpoint, server_public, intruder_key)
+    with caplog.at_level(logging.WARNING, logger="pipeline.transport_security"):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not counted:
+            time.sleep(0.05)
+    intruder.close()
+    assert not pull.poll(200)
+    pull.close(0)
+    assert counted and set(counted) == {"unauthenticated"}
+    assert "client key is not authorized" in caplog.text
+
+
+def test_exposed_tcp_without_keys_is_refused_with_how_to(tmp_path: Path) -> None:
+    text = """
+models: {a: {path: x}}
+inference: {endpoint: "tcp://0.0.0.0:5550"}
+sink: {endpoint: "tcp://10.0.0.5:5560"}
+cameras: [{id: c, source: x.mp4, models: [{model: a}]}]
+"""
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    message = str(err.value)
+    assert "inference.endpoint (line 3): tcp://0.0.0.0:5550 is reachable from other hosts" in message
+    assert "sink.endpoint (line 4): tcp://10.0.0.5:5560" in message
+    assert "vidwatch keys generate" in message and "transport.insecure: true" in message
+    # loopback and ipc need no keys; insecure: true is accepted (and warned about at every start)
+    parse_config(text.replace("0.0.0.0", "127.0.0.1").replace("10.0.0.5", "localhost"))
+    parse_config(text.replace('"tcp://0.0.0.0:5550"', "ipc:///tmp/x").replace("10.0.0.5", "127.0.0.2"))
+    insecure = parse_config(text + "transport: {insecure: true}\n")
+    assert insecure.transport.insecure
+
+
+def test_insecure_mode_is_logged_loudly_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(Path("/x"), tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         extra="transport: {insecure: true}")
+    config = config.model_copy(update={"sink": config.sink.model_copy(update={"endpoint": "tcp://0.0.0.0:5999"})})
+    with caplog.at_level(logging.WARNING):
+        assert transport_security(config, "sink") is None
+    assert "INSECURE TRANSPORT" in caplog.text and "sink.endpoint=tcp://0.0.0.0:5999" in caplog.text
+
+
+def test_incomplete_or_conflicting_key_settings_are_config_errors(tmp_path: Path) -> None:
+    base = "models: {a: {path: x}}\ncameras: [{id: c, source: x.mp4, models: [{model: a}]}]\n"
+    with pytest.raises(ConfigError, match="missing: server_public_key, client_key, authorized_clients"):
+        parse_config(base + "transport: {server_key: k.key_secret}\n")
+    with pytest.raises(ConfigError, match="insecure: true and keys are both set"):
+        parse_config(base + "transport: {server_key: a, server_public_key: b, client_key: c, "
+                            "authorized_clients: [d], insecure: true}\n")
+    with pytest.raises(ConfigError, match="exactly one of file"):
+        parse_config(base + "transport: {server_key: {file: a, env: B}, server_public_key: b, client_key: c, "
+                            "authorized_clients: [d]}\n")
+
+
+def test_keys_from_files_folders_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import KeySource
+
+    written = write_keypairs(tmp_path / "k")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in written}
+    assert modes == {"server.key": 0o644, "server.key_secret": 0o600, "client.key": 0o644,
+                     "client.key_secret": 0o600}
+    public, secret = secret_key(KeySource(file=tmp_path / "k" / "server.key_secret"))
+    assert public_keys(KeySource(file=tmp_path / "k" / "server.key")) == {public}
+    assert len(public_keys(KeySource(file=tmp_path / "k"))) == 2  # a folder of public keys
+    monkeypatch.setenv("VW_SERVER_KEY", secret.decode())
+    assert secret_key(KeySource(env="VW_SERVER_KEY")) == (public, secret)
+    monkeypatch.setenv("VW_BAD", "not-a-key")
+    with pytest.raises(VidwatchError, match="VW_BAD is not a 40-character Z85") as err:
+        secret_key(KeySource(env="VW_BAD"))
+    assert "not-a-key" not in str(err.value)  # errors name where a key comes from, never its value
+    with pytest.raises(VidwatchError, match="holds only a public key"):
+        secret_key(KeySource(file=tmp_path / "k" / "server.key"))
+    with pytest.raises(VidwatchError, match="already exist"):
+        write_keypairs(tmp_path / "k")
+
+
+def test_keys_generate_command_and_check(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "keys", "generate", str(tmp_path / "keys")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "server_key: " in out.stdout and (tmp_path / "keys" / "client.key_secret").exists()
+    again = subprocess.run([sys.executable, "-m", "pipeline.cli", "keys", "generate", str(tmp_path / "keys")],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert again.returncode == 2 and "--force" in again.stderr
