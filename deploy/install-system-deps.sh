@@ -30,6 +30,7 @@ PACKAGES=(
   mmdebstrap
   uidmap
   systemd
+  openssl
 )
 # Daemons the Debian packages enable; stopped/disabled after install where an init system runs them.
 DAEMONS=(prometheus prometheus-node-exporter mosquitto)

@@ -269,6 +269,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     from pipeline.config import load_config
     from pipeline.health import LocalStage, add_health_routes
+    from pipeline.http_security import http_security
     from pipeline.http_server import serve_metrics
     from pipeline.supervisor import build_stage, set_from_signal
 
@@ -281,13 +282,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     # The server starts first so /readyz answers 503 "starting" while the models load.
     local = LocalStage(f"{args.stage}-{index}")
     port = args.metrics_port or config.metrics.port
-    server = serve_metrics(config.metrics.host, port, registry)
+    server = serve_metrics(config.metrics.host, port, registry, http_security(config.metrics))
     add_health_routes(server, local.readiness)
-    print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
+    scheme = server.security.scheme
+    print(f"metrics: {scheme}://{config.metrics.host}:{port}/metrics", flush=True)
     if args.stage == "sink":
         from pipeline.events_api import register_events
 
-        print(f"events page: http://{config.metrics.host}:{port}{register_events(server, config)}", flush=True)
+        print(f"events page: {scheme}://{config.metrics.host}:{port}{register_events(server, config)}", flush=True)
     stage = local.stage = build_stage(args.stage, index, config, registry, stop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: set_from_signal(stop))

@@ -209,9 +209,35 @@ class TransportSecurityConfig(_Frozen):
         return self
 
 
+class TLSConfig(_Frozen):
+    cert_file: Path = Field(description="PEM certificate (chain) the HTTP server presents")
+    key_file: Path = Field(description="PEM private key of cert_file")
+
+
+class BasicAuthConfig(_Frozen):
+    """HTTP basic auth: the password as a SHA-256 hex digest, or read from a file / variable."""
+
+    username: str = Field(min_length=1)
+    password_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
+                                        description="hex digest: printf %s 'PASSWORD' | sha256sum")
+    password_file: Path | None = Field(None, description="a file holding the password (Prometheus' password_file)")
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BasicAuthConfig:
+        given = [self.password_sha256, self.password_file, self.password_env]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of password_sha256, password_file, password_env")
+        return self
+
+
 class MetricsConfig(_Frozen):
-    host: str = "127.0.0.1"
+    """The one HTTP port of a process (metrics, health, events); loopback unless you open it."""
+
+    host: str = Field("127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape")
     port: int = Field(9108, ge=1, le=65535)
+    tls: TLSConfig | None = None
+    basic_auth: BasicAuthConfig | None = None
 
 
 class Config(_Frozen):
@@ -401,7 +427,12 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
     transport = t.model_copy(update={
         "server_key": fix_key(t.server_key), "server_public_key": fix_key(t.server_public_key),
         "client_key": fix_key(t.client_key), "authorized_clients": [fix_key(k) for k in t.authorized_clients]})
-    return config.model_copy(update={"models": models, "transport": transport})
+    m = config.metrics
+    tls = m.tls and TLSConfig(cert_file=fix(m.tls.cert_file), key_file=fix(m.tls.key_file))
+    auth = m.basic_auth and m.basic_auth.model_copy(
+        update={"password_file": m.basic_auth.password_file and fix(m.basic_auth.password_file)})
+    metrics = m.model_copy(update={"tls": tls, "basic_auth": auth})
+    return config.model_copy(update={"models": models, "transport": transport, "metrics": metrics})
 
 
 def _problems(err: Any, root: yaml.Node | None) -> list[str]:

@@ -193,17 +193,19 @@ class Supervisor:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         from pipeline.events_api import register_events
+        from pipeline.http_security import http_security
         from pipeline.http_server import serve_metrics
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         registry.register(RestartsCollector(self.stages))
         m = self.config.metrics
-        self.http = serve_metrics(m.host, m.port, registry)
+        self.http = serve_metrics(m.host, m.port, registry, http_security(m))
         page = register_events(self.http, self.config)  # reads the sink's files: see pipeline/events_api.py
         add_health_routes(self.http, self.readiness)
-        print(f"metrics: http://{m.host}:{m.port}/metrics", flush=True)
-        print(f"events page: http://{m.host}:{m.port}{page}", flush=True)
+        scheme = self.http.security.scheme
+        print(f"metrics: {scheme}://{m.host}:{m.port}/metrics", flush=True)
+        print(f"events page: {scheme}://{m.host}:{m.port}{page}", flush=True)
 
     def _tick(self) -> None:
         now = time.monotonic()

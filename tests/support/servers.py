@@ -38,13 +38,17 @@ def _process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextmanager
-def prometheus(tmp: Path, port: int, targets: list[str]) -> Iterator[str]:
-    """A Prometheus scraping ``targets`` every second; yields its base URL once it answers."""
+def prometheus(tmp: Path, port: int, targets: list[str], scrape: dict[str, Any] | None = None,
+               jobs: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
+    """A Prometheus scraping ``targets`` every second as job ``vidwatch``; yields its base URL once it
+    answers. ``scrape`` adds fields to that scrape config (``scheme``, ``basic_auth``, ``tls_config``);
+    ``jobs`` adds more scrape configs by job name (each with its own ``static_configs``)."""
     binary = require("prometheus")
     config = tmp / "prometheus.yml"
+    scrape_configs = [{"job_name": "vidwatch", "static_configs": [{"targets": targets}], **(scrape or {})},
+                      *({"job_name": name, **job} for name, job in (jobs or {}).items())]
     config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                  "scrape_configs": [{"job_name": "vidwatch",
-                                                      "static_configs": [{"targets": targets}]}]}))
+                                  "scrape_configs": scrape_configs}))
     cmd = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
            f"--web.listen-address=127.0.0.1:{port}"]
     with _process(cmd, tmp / "prometheus.log"):
