@@ -12,6 +12,7 @@ messages and never crash on them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ KIND_FRAMES = "frames"
 KIND_RESULTS = "results"
 _DTYPES = {"uint8": np.uint8, "float32": np.float32, "float16": np.float16}
 MAX_HEADER_BYTES = 1 << 20
+MAX_TENSOR_BYTES = 1 << 28  # 256 MiB: a batch of 16 full-HD frames is 100 MB; frames travel at model size
+MAX_DIMS = 8
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,14 @@ def _tensor(header: dict[str, Any], part: Any) -> np.ndarray:
     shape = header.get("shape")
     if dtype is None:
         raise WireError(f"dtype {header.get('dtype')!r} is not one of {sorted(_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise WireError(f"shape must be a list of non-negative ints, got {shape!r}")
+    # type() rather than isinstance(): JSON true/false are bools, which are ints to Python.
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise WireError(f"shape must be a list of at most {MAX_DIMS} non-negative ints, got {shape!r:.200}")
+    expected = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow, unlike np.prod
+    if expected > MAX_TENSOR_BYTES:
+        raise WireError(f"declared tensor of {expected} bytes is larger than {MAX_TENSOR_BYTES}")
     buf = _buffer(part)
-    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if buf.nbytes != expected:
         raise WireError(f"payload has {buf.nbytes} bytes, shape {shape} {np.dtype(dtype).name} needs {expected}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)

@@ -87,3 +87,22 @@ def test_gap_flags_travel_and_are_optional() -> None:
     bad["gaps"] = [1, 0]
     with pytest.raises(WireError, match="'gaps' must be a list of 2 booleans"):
         decode_frames([json.dumps(bad).encode(), parts[1]])
+
+
+# -- regressions found by the hypothesis fuzz tests (test_wire_fuzz.py) -----------------------
+def _frames_header(**fields: object) -> bytes:
+    header = json.loads(encode_frames(["a"], [0], [0.0], [0.0], np.zeros((1, 2, 2, 3), np.uint8))[0])
+    return json.dumps({**header, **fields}).encode()
+
+
+@pytest.mark.parametrize("shape", [[False], [True, 2, 2, 3], [2**32, 2**32, 1, 3], [2**62, 4, 1, 3]])
+def test_declared_shapes_that_overflow_or_are_bools_are_wire_errors(shape: list[object]) -> None:
+    """Found: shape [False] with an empty payload raised TypeError from reshape; a shape whose
+    product overflows int64 in np.prod (2**32 * 2**32 -> 0) passed the size check."""
+    with pytest.raises(WireError, match="shape must be|larger than"):
+        decode_frames([_frames_header(shape=shape), b""])
+
+
+def test_a_declared_tensor_beyond_the_cap_is_refused_before_looking_at_the_payload() -> None:
+    with pytest.raises(WireError, match="larger than"):
+        decode_frames([_frames_header(shape=[64, 4096, 4096, 3]), b""])
