@@ -117,7 +117,9 @@ def _header(parts: Sequence[Any], kind: str, min_parts: int) -> dict[str, Any]:
         raise WireError(f"header of {raw.nbytes} bytes is larger than {MAX_HEADER_BYTES}")
     try:
         header = json.loads(bytes(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise WireError("header is nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer beyond Python's 4300-digit limit
         raise WireError(f"header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise WireError("header is not a JSON object")

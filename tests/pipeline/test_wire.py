@@ -106,3 +106,14 @@ def test_declared_shapes_that_overflow_or_are_bools_are_wire_errors(shape: list[
 def test_a_declared_tensor_beyond_the_cap_is_refused_before_looking_at_the_payload() -> None:
     with pytest.raises(WireError, match="larger than"):
         decode_frames([_frames_header(shape=[64, 4096, 4096, 3]), b""])
+
+
+@pytest.mark.parametrize("raw", [b'{"v": 1, "kind": "frames", "cameras": ' + b"[" * 1985 + b"1",
+                                 b'{"v": 1, "n": ' + b"1" * 5000 + b"}"])
+def test_deeply_nested_headers_and_huge_integers_are_wire_errors(raw: bytes) -> None:
+    """Found: 1985 nested lists raised RecursionError from json.loads; a 5000-digit integer raised
+    ValueError (Python's int digit limit), neither a JSONDecodeError."""
+    with pytest.raises(WireError, match="nested too deeply|not JSON"):
+        decode_frames([raw, b""])
+    with pytest.raises(WireError):
+        decode_results([raw])
