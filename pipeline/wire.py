@@ -81,7 +81,7 @@ def decode_frames(parts: Sequence[Any]) -> FrameBatch:
         return FrameBatch([str(c) for c in header["cameras"]], [int(s) for s in header["seqs"]],
                           [float(t) for t in header["t_capture"]], [float(t) for t in header["t_stream"]],
                           frames, dict(header.get("stats") or {}), gaps)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise WireError(f"bad header values: {exc}") from exc
 
 

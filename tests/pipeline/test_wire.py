@@ -117,3 +117,11 @@ def test_deeply_nested_headers_and_huge_integers_are_wire_errors(raw: bytes) -> 
         decode_frames([raw, b""])
     with pytest.raises(WireError):
         decode_results([raw])
+
+
+@pytest.mark.parametrize("field", ["seqs", "t_capture"])
+def test_infinite_or_huge_numbers_are_wire_errors(field: str) -> None:
+    """Found: seqs [Infinity] raised OverflowError from int()."""
+    value = [float("inf")] if field == "seqs" else [10 ** 400]
+    with pytest.raises(WireError, match="bad header values"):
+        decode_frames([_frames_header(**{field: value}), bytes(12)])
