@@ -139,8 +139,9 @@ def _tensor(header: dict[str, Any], part: Any) -> np.ndarray:
         raise WireError(f"dtype {header.get('dtype')!r} is not one of {sorted(_DTYPES)}")
     # type() rather than isinstance(): JSON true/false are bools, which are ints to Python.
     if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(type(d) is int and d >= 0 for d in shape)):
-        raise WireError(f"shape must be a list of at most {MAX_DIMS} non-negative ints, got {shape!r:.200}")
+            or not all(type(d) is int and 0 <= d <= MAX_TENSOR_BYTES for d in shape)):
+        raise WireError(f"shape must be a list of at most {MAX_DIMS} ints in [0, {MAX_TENSOR_BYTES}], "
+                        f"got {shape!r:.200}")
     expected = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow, unlike np.prod
     if expected > MAX_TENSOR_BYTES:
         raise WireError(f"declared tensor of {expected} bytes is larger than {MAX_TENSOR_BYTES}")

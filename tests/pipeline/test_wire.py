@@ -125,3 +125,10 @@ def test_infinite_or_huge_numbers_are_wire_errors(field: str) -> None:
     value = [float("inf")] if field == "seqs" else [10 ** 400]
     with pytest.raises(WireError, match="bad header values"):
         decode_frames([_frames_header(**{field: value}), bytes(12)])
+
+
+def test_an_empty_tensor_with_a_dimension_beyond_the_address_space_is_a_wire_error() -> None:
+    """Found: shape [0, 2**61] float32 has 0 bytes, passed the size check, and reshape raised
+    ValueError ("array is too big")."""
+    with pytest.raises(WireError, match="shape must be"):
+        decode_frames([_frames_header(shape=[0, 2**61], dtype="float32"), b""])
