@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from pipeline.errors import VidwatchError
+from pipeline.wire import MAX_TENSOR_BYTES
 
 if TYPE_CHECKING:
     from pipeline.transport_security import RejectCallback, TransportSecurity
@@ -28,6 +29,10 @@ class SocketDefaults:
     results_linger_ms: int = 2000  # give the sink time to receive the last results
     send_timeout_ms: int = 200  # a send that cannot proceed this long is a drop
     poll_ms: int = 100  # receive loops wake this often to check for shutdown
+    # Largest message part a receiver takes; a peer sending more is disconnected before ZeroMQ
+    # allocates it. Frames: the decoder's tensor cap; results: JSON and JPEG snapshots.
+    frames_max_part_bytes: int = MAX_TENSOR_BYTES
+    results_max_part_bytes: int = 64 << 20
 
 
 DEFAULTS = SocketDefaults()
@@ -61,6 +66,7 @@ def frames_pull(ctx: zmq.Context, endpoint: str, security: TransportSecurity | N
                 on_reject: RejectCallback | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, DEFAULTS.frames_hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, DEFAULTS.frames_max_part_bytes)
     sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
     _bind(sock, endpoint, security, on_reject)
     return sock
@@ -79,6 +85,7 @@ def results_pull(ctx: zmq.Context, endpoint: str, security: TransportSecurity | 
                  on_reject: RejectCallback | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, DEFAULTS.results_hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, DEFAULTS.results_max_part_bytes)
     sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
     _bind(sock, endpoint, security, on_reject)
     return sock

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zmq
 
 from pipeline.config import parse_config
-from pipeline.transport import frames_pull, frames_push, worker_endpoint
+from pipeline.transport import DEFAULTS, frames_pull, frames_push, results_pull, worker_endpoint
 from tests.conftest import free_port
 
 
@@ -37,3 +37,17 @@ cameras: [{{id: c, source: x.mp4, models: [{{model: m}}]}}]
     finally:
         push.close(linger=0)
         pull.close(linger=0)
+
+
+def test_an_oversized_part_is_dropped_by_zeromq_and_the_receiver_keeps_going() -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context.instance()
+    pull = results_pull(ctx, endpoint)
+    push = ctx.socket(zmq.PUSH)
+    push.connect(endpoint)
+    push.send(b"x" * (DEFAULTS.results_max_part_bytes + 1))
+    push.send(b"after")
+    got = pull.recv() if pull.poll(10_000) else None
+    push.close(0)
+    pull.close(0)
+    assert got == b"after"  # the big one never reached the application
