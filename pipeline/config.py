@@ -391,9 +391,12 @@ def load_config(path: str | Path) -> Config:
     """Parse and validate ``path``; raise ConfigError listing every problem with path and line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}; "
+                                      f"save the file as UTF-8"]) from None
     return parse_config(text, str(path), base_dir=path.parent)
 
 

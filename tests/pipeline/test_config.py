@@ -114,3 +114,12 @@ def test_bad_motion_gate_defaults_are_reported_once_with_their_line() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(text)
     assert [p.split(":")[0] for p in err.value.problems] == ["motion_gate.hold_s (line 4)"]
+
+
+# -- regressions found by the hypothesis fuzz tests (test_config_fuzz.py) ---------------------
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    """Found: a file holding b'\\x80' raised UnicodeDecodeError out of load_config."""
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\x80")
+    with pytest.raises(ConfigError, match="not UTF-8 text: byte 0x80 at offset 0"):
+        load_config(path)
