@@ -400,12 +400,13 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, str(path), base_dir=path.parent)
 
 
+MAX_CONFIG_CHARS = 4 << 20  # a thousand cameras take ~200 kB
+MAX_FLOW_DEPTH = 64  # [ { nesting; PyYAML's scanner is quadratic in it
+MAX_NODES = 200_000  # after aliases are expanded (what validation walks)
+
+
 def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> Config:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    node, data = _load_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping (cameras:, models:, ...)"])
     try:
@@ -414,6 +415,67 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         problems = [p for err in exc.errors() for p in _problems(err, node)]
         raise ConfigError(source, problems) from exc
     return _resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node tree (for line numbers) and its data, within fixed bounds: size,
+    nesting, and the size aliases expand to (a "billion laughs" file is refused, not built)."""
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError(source, [f"the file has {len(text)} characters, more than {MAX_CONFIG_CHARS}"])
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise ConfigError(source, [f"[ ] / {{ }} nested more than {MAX_FLOW_DEPTH} levels deep"])
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise ConfigError(source, [f"the YAML expands to more than {MAX_NODES} values (aliases "
+                                       f"repeating aliases?); write the config out plainly"])
+        return node, None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+    except RecursionError:
+        raise ConfigError(source, ["the YAML is nested too deeply"]) from None
+    finally:
+        loader.dispose()
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest [ { nesting outside quotes and comments (cheap upper bound for the scanner)."""
+    if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
+        return 0
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values in the tree with every alias expanded; an aliased node is counted once per use."""
+    size = memo.get(id(node))
+    if size is not None:
+        return size
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:

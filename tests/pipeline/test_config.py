@@ -123,3 +123,29 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
     path.write_bytes(b"\x80")
     with pytest.raises(ConfigError, match="not UTF-8 text: byte 0x80 at offset 0"):
         load_config(path)
+
+
+@pytest.mark.parametrize("text", ["models: " + "[" * 1000 + "1",
+                                  "models: " + "{a: " * 1000 + "1",
+                                  "models:\n" + "".join("  " * i + "- \n" for i in range(1200))])
+def test_deeply_nested_yaml_is_a_config_error(text: str) -> None:
+    """Found: 1000 nested [ or {a: raised RecursionError out of parse_config (and 5000 took 2 s
+    first: PyYAML's scanner is quadratic in flow depth, so flow nesting is bounded before it)."""
+    with pytest.raises(ConfigError, match="nested"):
+        parse_config(text)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_built() -> None:
+    lines = ["l0: &l0 [x, x]", *(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 20))]
+    with pytest.raises(ConfigError, match="expands to more than"):
+        parse_config("\n".join([*lines, "models: *l19"]))
+
+
+def test_anchors_and_merge_keys_still_work() -> None:
+    config = parse_config("""
+models: {a: {path: x}}
+cameras:
+  - &cam {id: one, source: a.mp4, fps: 4, models: [{model: a}]}
+  - {<<: *cam, id: two, fps: 2}
+""")
+    assert [(c.id, c.fps, c.source) for c in config.cameras] == [("one", 4.0, "a.mp4"), ("two", 2.0, "a.mp4")]
