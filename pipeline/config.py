@@ -424,7 +424,10 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         raise ConfigError(source, [f"the file has {len(text)} characters, more than {MAX_CONFIG_CHARS}"])
     if _flow_depth(text) > MAX_FLOW_DEPTH:
         raise ConfigError(source, [f"[ ] / {{ }} nested more than {MAX_FLOW_DEPTH} levels deep"])
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_NODES:

@@ -149,3 +149,11 @@ cameras:
   - {<<: *cam, id: two, fps: 2}
 """)
     assert [(c.id, c.fps, c.source) for c in config.cameras] == [("one", 4.0, "a.mp4"), ("two", 2.0, "a.mp4")]
+
+
+@pytest.mark.parametrize("text", ["\x1f", "\x00", "models: {a: {path: \x07}}"])
+def test_control_characters_are_a_config_error(text: str) -> None:
+    """Found (after composing once): PyYAML's reader refuses control characters in the loader's
+    constructor, which ran outside the try; ReaderError escaped parse_config."""
+    with pytest.raises(ConfigError, match="not valid YAML: unacceptable character"):
+        parse_config(text)
