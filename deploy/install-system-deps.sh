@@ -3,7 +3,8 @@
 # (tests start a real one), FFmpeg (event clips at run time), Prometheus and mosquitto (tests run
 # them on loopback), Chromium (the events page is tested in it, headless, through Playwright),
 # podman/buildah/mmdebstrap (`make image` and its test build and run the container image) and
-# systemd (systemd-analyze checks deploy/systemd/vidwatch.service).
+# systemd (systemd-analyze checks deploy/systemd/vidwatch.service),
+# openssl (tests make a self-signed certificate for the metrics endpoint's TLS).
 #
 # Idempotent: exits at once when every package is already installed. Safe to run as root in CI
 # (uses sudo only when not root). Package daemons are never started by the install: tests start

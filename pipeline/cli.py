@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="keys_command", required=True)
     kg = ksub.add_parser("generate", help="write server and client key pairs (secret files mode 0600)")
     kg.add_argument("dir", type=Path)
+    kg.add_argument("--client", action="append", default=[], metavar="NAME",
+                    help="write only a client pair NAME.key(_secret) (one per host); repeatable")
     kg.add_argument("--force", action="store_true", help="replace existing key files")
     kg.set_defaults(func=cmd_keys_generate)
 
@@ -241,9 +243,14 @@ def _transport_warnings(config: Any) -> list[str]:
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from pipeline.transport_security import write_keypairs
 
-    for path in write_keypairs(args.dir, force=args.force):
+    names = tuple(args.client) or ("server", "client")
+    for path in write_keypairs(args.dir, names, force=args.force):
         print(f"wrote {path} (mode {path.stat().st_mode & 0o777:o})")
     d = args.dir
+    if args.client:
+        print(f"\nOn the new client hosts: client_key: {d}/<NAME>.key_secret. On the infer / sink hosts add "
+              f"each {d}/<NAME>.key to transport.authorized_clients (or list the folder).")
+        return 0
     print(f"""
 Add to the config (every host may share it; each host needs only the files its stages use):
 transport:
