@@ -34,6 +34,7 @@ from pipeline.clips import CUT_TIMEOUT_S, ClipError, cut_clip, read_index
 from pipeline.config import CameraConfig, Config
 from pipeline.segment_ring import SegmentRecorder, ring_dir
 from pipeline.transport import DEFAULTS, worker_endpoint
+from pipeline.transport_security import TransportSecurity, transport_security
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,13 @@ class SnapshotServer(threading.Thread):
     requests from their segment rings (``ring_dirs``)."""
 
     def __init__(self, endpoint: str, rings: dict[str, FrameRing], stop: threading.Event,
-                 ring_dirs: dict[str, Path] | None = None) -> None:
+                 ring_dirs: dict[str, Path] | None = None, security: TransportSecurity | None = None) -> None:
         super().__init__(name="snapshot-server", daemon=True)
         self.rings, self.stop, self.ring_dirs = rings, stop, ring_dirs or {}
         self.sock: zmq.Socket = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if security is not None:  # only authorized clients (the sink) may pull frames and clips
+            security.serve(self.sock, endpoint)
         self.sock.bind(endpoint)  # a clash is reported by the caller (capture start fails loudly)
         self.endpoint = endpoint
 
@@ -151,7 +154,8 @@ def group_endpoint(base: str, group: int) -> str:
 class SnapshotClient:
     """The sink's side: one DEALER per capture group; a request waits at most ``timeout_s``."""
 
-    def __init__(self, base: str, groups: list[int], timeout_s: float) -> None:
+    def __init__(self, base: str, groups: list[int], timeout_s: float,
+                 security: TransportSecurity | None = None) -> None:
         self.timeout_s = timeout_s
         ctx: zmq.Context = zmq.Context.instance()
         self.sockets: dict[int, zmq.Socket] = {}
@@ -160,6 +164,8 @@ class SnapshotClient:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 16)
             sock.setsockopt(zmq.SNDTIMEO, 0)
+            if security is not None:
+                security.connect_as_client(sock)
             sock.connect(group_endpoint(base, group))
             self.sockets[group] = sock
         self._next_id = 0
@@ -238,7 +244,8 @@ def start_snapshot_server(config: Config, group: int, evidence: dict[str, Camera
     endpoint = group_endpoint(config.evidence.bind or config.evidence.endpoint, group)
     ring_dirs = {cam: ring_dir(config.evidence_dir(), cam) for cam in evidence} if config.evidence.clips else {}
     try:
-        server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop, ring_dirs)
+        server = SnapshotServer(endpoint, {cam: ev.ring for cam, ev in evidence.items()}, stop, ring_dirs,
+                                transport_security(config, f"capture-{group}"))
     except zmq.ZMQError as exc:
         logger.error("capture: cannot serve snapshots on %s (%s); alerts get model-size snapshots. "
                      "Set evidence.endpoint to a free port", endpoint, exc)

@@ -108,10 +108,10 @@ class Sink:
         self._open: dict[str, Alert] = {}  # alert id -> its start record
         self.group_of = {c.id: c.group for c in config.cameras}
         self.snapshot_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
-                                              config.evidence.snapshot_timeout_s)
+                                              config.evidence.snapshot_timeout_s, security)
         self.evidence_dir = config.evidence_dir()
         clip_client = SnapshotClient(config.evidence.endpoint, sorted(config.groups()),
-                                     config.evidence.snapshot_timeout_s)
+                                     config.evidence.snapshot_timeout_s, security)
         self.clip_worker = ClipWorker(  # rings this host cannot see are cut by their capture node
             self.evidence_dir, config.evidence, config.sink.snapshots_dir, self._record_usage,
             lambda camera, t_from, t_to, final: clip_client.fetch_clip(self.group_of.get(camera, 0), camera, t_from,
