@@ -274,3 +274,21 @@ def test_only_the_authorized_sink_can_pull_evidence_frames_from_a_capture_node(t
             client.close()
     assert got["sink"] is not None and got["sink"][:2] == b"\xff\xd8"  # a JPEG
     assert got["intruder"] is None and got["no key"] is None
+
+
+def test_check_names_keys_this_host_cannot_load(models_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    write_keypairs(keys, ("client",))  # a capture host: no server secret here
+    (keys / "server.key").write_text((keys / "client.key").read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+models: {{a: {{path: {models_dir}/demo-anomaly}}}}
+inference: {{endpoint: "tcp://192.0.2.1:5550"}}
+cameras: [{{id: c, source: x.mp4, models: [{{model: a}}]}}]
+{_transport(keys)}""")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "check", str(config)], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "warning: transport.server_key: cannot read the CurveZMQ key file" in out.stderr
+    assert "needed on hosts that run infer, sink" in out.stderr
+    assert "client_key" not in out.stderr  # this host has its client key
