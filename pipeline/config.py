@@ -347,9 +347,9 @@ def exposed_endpoints(cfg: Config) -> dict[str, str]:
     """The stage endpoints (by YAML path) that a host other than this one could reach: tcp to a
     non-loopback address. ipc/inproc and loopback tcp stay on one host."""
     endpoints = {"inference.endpoint": cfg.inference.endpoint, "sink.endpoint": cfg.sink.endpoint,
-    endpoints = {"inference.endpoint": cfg.inference.endpoint, "sink.endpoint": cfg.sink.endpoint,
                  "evidence.endpoint": cfg.evidence.endpoint, "inference.bind": cfg.inference.bind,
                  "sink.bind": cfg.sink.bind, "evidence.bind": cfg.evidence.bind}
+    return {path: e for path, e in endpoints.items() if e is not None and not is_loopback(e)}
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -24,6 +24,7 @@ def test_a_worker_bound_on_all_interfaces_gets_frames_sent_to_its_endpoint() -> 
 models: {{m: {{path: x}}}}
 inference: {{workers: 2, endpoint: "tcp://127.0.0.1:{base}", bind: "tcp://*:{base}"}}
 sink: {{endpoint: "tcp://127.0.0.1:5560", bind: "tcp://*:5560"}}
+transport: {{insecure: true}}  # binding on all interfaces needs keys or this opt-out
 cameras: [{{id: c, source: x.mp4, models: [{{model: m}}]}}]
 """)
     assert config.inference.bind is not None
