@@ -125,9 +125,12 @@ def _models_parsers(sub: Any) -> None:
     en.add_argument("--normal", type=Path, default=None, help="unlabelled normal footage to fit on (with --cv)")
     en.add_argument("--out", type=Path, default=None, help="plots, gallery and reports (default runs/anomaly-eval/...)")
     en.add_argument("--cache", type=Path, default=None, help="feature cache (with --cv; default runs/anomaly-cache)")
+    en.add_argument("--family", default="all", choices=("all", "perspective"),
+                    help="with --cv: the design family selected within (perspective: motion statistics per "
+                         "image row, restricted a priori; see models/anomaly/README.md)")
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
-                    else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache))
+                    else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache, a.family))
 
     x = sub.add_parser("export", help="export a trained checkpoint to a model package")
     x.add_argument("checkpoint", type=Path)

@@ -59,8 +59,9 @@ def evaluate(model: Path | None, data: Path, labels: Path, as_json: bool, out: P
 
 
 def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
-                   cache: Path | None = None) -> int:
-    """The nested leave-one-clip-out protocol of ``models.anomaly.cv``; prints the JSON report last."""
+                   cache: Path | None = None, family: str = "all") -> int:
+    """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``;
+    prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig
@@ -73,7 +74,8 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
     try:
         config = AnomalyConfig()
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
-        report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE))
+        report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
+                     family_name=family)
     except VidwatchError as exc:
         return _fail(exc)
     if not as_json:

@@ -15,12 +15,14 @@ from models.anomaly.cv import (
     SHIPPED,
     Variant,
     cross_validate,
+    family,
     live_frame_scores,
     nested_cv,
     select_variant,
     youden_threshold,
 )
 from models.anomaly.evaluate import read_labels
+from pipeline.errors import VidwatchError
 
 
 def _clip(rng: np.random.Generator, separation: float, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +96,23 @@ def test_grid_holds_the_current_design_and_runs_live() -> None:
     assert config.fit["pool"] == "row" and config.flow_spec["quantile"] == 0.99
     assert config.window_frames == 5 and config.frame_score == "window"
     assert CURRENT.config().frame_score == "peak"
+
+
+def test_perspective_family_fixes_row_motion_statistics_and_leaves_the_rest_to_the_inner_folds() -> None:
+    members = family("perspective")
+    assert len(members) == len(GRID) // 2 and all(v.pool == "row" for v in members)
+    # every other axis keeps all its grid values, for the inner folds to choose
+    for axis in ("flow_quantile", "window", "appearance_weight", "motion", "appearance_pool"):
+        assert {getattr(v, axis) for v in members} == {getattr(v, axis) for v in GRID}
+    assert family("all") == GRID
+    with pytest.raises(VidwatchError, match="unknown design family 'rows'"):
+        family("rows")
+
+
+def test_cross_validate_refuses_a_family_with_none_of_the_variants(tmp_path: Path) -> None:
+    with pytest.raises(VidwatchError, match="design family 'perspective' holds none"):
+        cross_validate(tmp_path, tmp_path, tmp_path / "labels.csv", tmp_path / "out", tmp_path / "trunk.onnx",
+                       tmp_path / "cache", (CURRENT,), family_name="perspective")
 
 
 def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_data: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
