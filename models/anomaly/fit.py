@@ -46,9 +46,9 @@ class AnomalyConfig:
     flow_quantile: float = 0.9  # speed quantile per 16-px cell; higher keeps small far-field movers
     calibration_seconds: float = 120.0
     fit: dict[str, Any] = field(default_factory=lambda: {
-        "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 0.5,
-        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "cell", "motion_mode": "all",
-        "appearance_pool": "cell"})
+        "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 1.0,
+        "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "row", "motion_mode": "all",
+        "appearance_pool": "row"})  # perspective-aware (per image row), chosen in the a-priori family (README)
 
     @property
     def flow_spec(self) -> dict[str, Any]:

@@ -151,8 +151,10 @@ def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_da
 
 
 def test_the_shipped_config_is_the_variant_cv_chose() -> None:
-    """`make models` builds AnomalyConfig(); the CV chose this variant on all six shared clips
-    (models/anomaly/README.md). Changing either without the other fails here."""
+    """`make models` builds AnomalyConfig(); the CV within the a-priori perspective family chose this
+    variant on all six shared clips (models/anomaly/README.md, round 2). Changing either without the
+    other fails here."""
     from models.anomaly.fit import AnomalyConfig
 
     assert SHIPPED.config() == AnomalyConfig()
+    assert SHIPPED in family("perspective") and SHIPPED != CURRENT
