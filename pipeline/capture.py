@@ -26,6 +26,7 @@ from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package
 from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.sampling import RateSampler
+from pipeline.secrets import redact
 from pipeline.sources import Source, open_source
 from pipeline.transport import frames_push, worker_endpoint
 from pipeline.transport_security import transport_security
@@ -126,7 +127,7 @@ class CameraReader(threading.Thread):
             try:
                 self._read(source)
             except Exception as exc:  # a camera thread must never die: log, count, reopen
-                self._down(f"read failed: {exc!r}")
+                self._down(f"read failed: {redact(repr(exc))}")
             finally:
                 source.release()
 
@@ -141,7 +142,8 @@ class CameraReader(threading.Thread):
         pacer = _Pacer(self.camera.playback_speed) if (self.camera.realtime and not source.live) else None
         last_t = self._stream_offset
         gap = True  # a (re)opened stream does not continue the frames before it
-        logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, self.camera.source, source.nominal_fps)
+        logger.info("camera %s: open (%s, %.1f fps nominal)", self.camera.id, redact(self.camera.source),
+                    source.nominal_fps)
         decode = self.metrics.stage_seconds.labels("decode")
         resize = self.metrics.stage_seconds.labels("resize")
         evidence = self.metrics.stage_seconds.labels("evidence")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import VidwatchError
+from pipeline.secrets import install_log_filter, redact
 
 logger = logging.getLogger("vidwatch")
 
@@ -25,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_log_filter()  # camera passwords never reach a log line (pipeline.secrets)
     try:
         code: int = args.func(args)
         return code
     except VidwatchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -177,9 +179,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             manifests[name] = load_package(pkg.path).manifest
         except VidwatchError as exc:
-            problems.append(f"models.{name}: {exc}")
+            problems.append(redact(f"models.{name}: {exc}"))
     for warning in [*rate_warnings(config.cameras, manifests), *_transport_warnings(config)]:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {redact(warning)}", file=sys.stderr)
     for warning in _output_env_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     if problems:

@@ -18,6 +18,7 @@ from pipeline.engines import ENGINE_NAMES, EngineConfig, OnnxRuntimeConfig
 from pipeline.errors import ConfigError
 from pipeline.motion_gate import MotionGateConfig
 from pipeline.outputs import OutputConfig
+from pipeline.secrets import expand, redact, remember_config_sources
 
 _ENDPOINT = re.compile(r"^(tcp://[^:/]+:\d+|ipc://.+|inproc://.+)$")
 
@@ -410,11 +411,21 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     node, data = _load_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping (cameras:, models:, ...)"])
+    # ${ENV} / ${file:...} secrets (pipeline.secrets); outputs resolve their own references when the
+    # sink starts (webhook headers and secret), so `vidwatch check` works without those variables.
+    outputs = data.pop("outputs", None)
+    data, missing = expand(data)
+    if outputs is not None:
+        data["outputs"] = outputs
+    if missing:
+        raise ConfigError(source, [_at(list(loc), node, msg) for loc, msg in missing])
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [p for err in exc.errors() for p in _problems(err, node)]
-        raise ConfigError(source, problems) from exc
+        # Messages quote bad values: mask credentials; no chained ValidationError (it holds them too).
+        problems = [redact(p) for err in exc.errors() for p in _problems(err, node)]
+        raise ConfigError(source, problems) from None
+    remember_config_sources([c.source for c in config.cameras])
     return _resolve_paths(config, base_dir) if base_dir is not None else config
 
 
@@ -428,7 +439,7 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     try:
         loader = yaml.SafeLoader(text)  # its reader already refuses control characters
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(source, [redact(f"not valid YAML: {exc}")]) from None
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_NODES:
@@ -436,7 +447,7 @@ def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
                                        f"repeating aliases?); write the config out plainly"])
         return node, None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+        raise ConfigError(source, [redact(f"not valid YAML: {exc}")]) from None
     except RecursionError:
         raise ConfigError(source, ["the YAML is nested too deeply"]) from None
     finally:
@@ -514,6 +525,12 @@ def _problems(err: Any, root: yaml.Node | None) -> list[str]:
         line = _line_of(root, _parse_path(path))
         out.append(f"{path} (line {line}): {msg}" if line else problem)
     return out
+
+
+def _at(loc: list[Any], root: yaml.Node | None, msg: str) -> str:
+    line = _line_of(root, loc)
+    dotted = _dotted(loc) or "(top level)"
+    return f"{dotted} (line {line}): {msg}" if line else f"{dotted}: {msg}"
 
 
 def _parse_path(path: str) -> list[Any]:

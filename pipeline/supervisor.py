@@ -33,6 +33,7 @@ from pipeline.health import (
     sd_notify,
     watchdog_interval,
 )
+from pipeline.secrets import known_secrets
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -66,21 +67,32 @@ class StageProcess:
 
 
 def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int, supervisor: int,
-               health_dir: str) -> None:
+               health_dir: str, known_secrets: tuple[str, ...] = ()) -> None:
     """Entry point of a stage process (spawned by the process ``supervisor``)."""
+    from pipeline import secrets
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: set_from_signal(stop))
     _stop_with_parent(stop, supervisor)
     logging.basicConfig(level=log_level, format=f"%(asctime)s {kind}-{index} %(levelname)s %(message)s")
+    for value in known_secrets:  # substituted ${ENV}/${file:} values, masked here too
+        secrets.remember(value)
+    secrets.remember_config_sources([c.source for c in config.cameras])
+    secrets.install_log_filter()
     reporter = Reporter(health_dir, f"{kind}-{index}", stop).start()
     try:
         stage = reporter.local.stage = build_stage(kind, index, config, None, stop)
     except Exception as exc:
-        reporter.local.failure = f"failed to start: {exc}"
+        reporter.local.failure = secrets.redact(f"failed to start: {exc}")
         reporter.report()
-        raise
+        logger.exception("%s-%d failed to start", kind, index)  # through the redacting filter
+        raise SystemExit(1) from None
     reporter.report()
-    stage.run()
+    try:
+        stage.run()
+    except Exception:  # logged through the redacting filter, not multiprocessing's raw traceback
+        logger.exception("%s-%d crashed", kind, index)
+        raise SystemExit(1) from None
 
 
 def set_from_signal(event: Any) -> None:
@@ -264,7 +276,7 @@ class Supervisor:
         stage.process = self.ctx.Process(
             target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
             args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level, os.getpid(),
-                  self.health_dir))
+                  self.health_dir, tuple(known_secrets())))
         os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
         stage.launches += 1

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipeline.errors import SourceError
+from pipeline.secrets import redact
 from pipeline.sources import SOURCES, Source
 
 logger = logging.getLogger(__name__)
 
 SOURCE_KEY = "opencv"
+# FFmpeg's own log goes straight to stderr, past our redacting log filter, and may quote the URL
+# with its password: keep it quiet unless the operator asks for it (they then see raw URLs).
+# Read by OpenCV when it first opens an FFmpeg capture, i.e. after this import.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 _STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
@@ -26,7 +32,7 @@ class OpenCVSource:
         self.location = location
         self.live = is_stream(location) or isinstance(location, int) or str(location).isdigit()
         if isinstance(location, str) and not self.live and not Path(location).is_file():
-            raise SourceError(f"video file {location!r} does not exist")
+            raise SourceError(f"video file {redact(location)!r} does not exist")
         # One decoder thread per camera: with many cameras, per-stream thread pools only contend.
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000), cv2.CAP_PROP_N_THREADS, 1]
@@ -34,7 +40,7 @@ class OpenCVSource:
         backend = cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG
         self.cap = cv2.VideoCapture(target, backend, params)
         if not self.cap.isOpened():
-            raise SourceError(f"OpenCV could not open {location!r}: check the URL/path, credentials, and that "
+            raise SourceError(f"OpenCV could not open {redact(location)!r}: check the URL/path, credentials, and that "
                               f"the camera is reachable")
         self.nominal_fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not 0 < self.nominal_fps < 240:
@@ -56,7 +62,7 @@ class OpenCVSource:
     def retrieve(self) -> np.ndarray:
         ok, frame = self.cap.retrieve()
         if not ok or frame is None:
-            raise SourceError(f"{self.location!r}: grabbed frame could not be decoded")
+            raise SourceError(f"{redact(self.location)!r}: grabbed frame could not be decoded")
         return frame
 
     def release(self) -> None:

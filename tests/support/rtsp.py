@@ -122,10 +122,11 @@ class RtspServer:
 
 
 @contextmanager
-def rtsp_server(mounts: dict[str, Path], port: int | None = None) -> Iterator[RtspServer]:
+def rtsp_server(mounts: dict[str, Path], port: int | None = None, auth: str | None = None) -> Iterator[RtspServer]:
     """Serve each file of ``mounts`` (name -> MP4 path) looped on ``rtsp://127.0.0.1:port/name``.
 
     ``port=None`` lets the server pick a free port (read it from ``.port`` or ``.url()``).
+    ``auth="user:password"`` makes the server require RTSP basic authentication.
     The process is killed on exit, also when the body raises.
     """
     ok, reason = rtsp_available()
@@ -134,6 +135,8 @@ def rtsp_server(mounts: dict[str, Path], port: int | None = None) -> Iterator[Rt
     cmd = [str(SYSTEM_PYTHON), str(SERVER_SCRIPT), "--port", str(port or 0)]
     for name, path in mounts.items():
         cmd += ["--mount", f"/{name.lstrip('/')}={path}"]
+    if auth:
+        cmd += ["--auth", auth]
     stderr = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
     try:

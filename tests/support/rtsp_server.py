@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8554, help="0 picks a free port")
     parser.add_argument("--mount", type=parse_mount, action="append", required=True)
     parser.add_argument("--freeze-after", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                        help="require RTSP basic authentication (401 without these credentials)")
     args = parser.parse_args(argv)
 
     Gst.init(None)
@@ -203,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer(address=HOST, service=str(args.port))
     mounts = server.get_mount_points()
     for name, path in args.mount:
-        mounts.add_factory(name, LoopingFactory(demux(path), freezer))
+        factory = LoopingFactory(demux(path), freezer)
+        if args.auth:
+            factory.add_role_from_structure(Gst.Structure.new_from_string(
+                "viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
+        mounts.add_factory(name, factory)
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+        auth = GstRtspServer.RTSPAuth()
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
     if server.attach(None) == 0:
         print(f"rtsp_server: cannot listen on {HOST}:{args.port}", file=sys.stderr)
         return 1
