@@ -143,7 +143,7 @@ metrics: {{port: {metrics_port}}}
                 text = scrape_metrics(metrics_port)
                 if 'vidwatch_windows_scored_total{camera="gate"' in text:
                     scraped = text
-                if scraped and 'camera="nohost"' in text and 'vidwatch_camera_reconnects_total{camera="wrongpw"}' in text:
+                if scraped and 'vidwatch_camera_reconnects_total{camera="wrongpw"}' in text:
                     scraped = text
                     break
             out, err = proc.communicate(timeout=120)
