@@ -25,6 +25,7 @@ class Alert:
     latency_s: float | None = None  # capture of the triggering frame -> decision
     clip: str | None = None  # MP4 from pre_s before start to post_s after end; set on the end record
     clip_error: str | None = None  # why there is no clip, when clips are on and it failed
+    reason: str | None = None  # why an end record was written other than by the scores ("sink stopped"...)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

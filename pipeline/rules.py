@@ -80,6 +80,21 @@ class Rule:
                 return Transition("end", st.alert_id, st.since, t, st.peak)
         return None
 
+    def alert_id(self, camera: str) -> str:
+        """The id of the camera's active alert, or ""."""
+        st = self._cameras.get(camera)
+        return st.alert_id if st is not None and st.phase is Phase.ACTIVE else ""
+
+    def resume(self, camera: str, alert_id: str, peak: float) -> None:
+        """Continue an alert that was open when the sink stopped (pipeline.alert_journal): the next
+        scores end it (or keep it going) as if the sink had never gone away."""
+        st = self._cameras.setdefault(camera, _CameraRule())
+        st.phase, st.alert_id, st.peak, st.since = Phase.ACTIVE, alert_id, peak, 0.0
+
+    def forget(self, camera: str) -> None:
+        """Drop the camera's state (its resumed alert was ended without scores)."""
+        self._cameras.pop(camera, None)
+
     def close_all(self, t: float) -> list[tuple[str, Transition]]:
         """End every active alert (at shutdown), so each start has an end."""
         ended = []

@@ -3,7 +3,9 @@
 An alert is offered to every output before the sink moves on; an output that fails (a full
 disk, a broker away, a webhook answering 500) keeps the alert queued and is retried with
 backoff from a queue spooled to ``<state_dir>/outbox`` (``pipeline.delivery``), so a raised
-alert is never dropped, not even by a sink restart.
+alert is never dropped, not even by a sink restart. Open alerts are journaled
+(``pipeline.alert_journal``): a sink that was killed resumes them on restart (same id, one end,
+no second alert); one whose camera sends no scores ends with a ``reason``.
 An alert's start carries its full-resolution snapshot (asked of the capture node); its end
 record waits for the event clip (cut in a background thread, ``pipeline/clips.py``) and then
 carries the clip's path, or ``clip: null`` with the reason.
@@ -25,6 +27,7 @@ from typing import Any
 import zmq
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pipeline.alert_journal import AlertJournal
 from pipeline.alerts import Alert
 from pipeline.capture import stage_seconds_counter
 from pipeline.clips import ClipWorker
@@ -48,6 +51,7 @@ CLIP_FINISH_TIMEOUT_S = 8.0
 STATUS_WRITE_S = 2.0  # how fresh the events page's camera status is
 
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+RESUME_TIMEOUT_S = 30.0  # a resumed alert whose camera sends no score this long after a restart ends
 
 
 class SinkMetrics:
@@ -118,10 +122,27 @@ class Sink:
                                                                        t_to, final))
         self.clip_worker.start()
         self.loop_at: float | None = None
+        self._resumed: dict[str, float] = {}  # alert id -> monotonic deadline for a first score
+        self.journal = AlertJournal(config.state_dir)
+        self._resume_open_alerts()
 
     def health(self) -> StageHealth:
         """Ready while the loop turns; alerts waiting on a failing output are retried, not lost."""
         return StageHealth.of(loop_problems(self.loop_at), {"alerts_pending": self.delivery.queued()})
+
+    def _resume_open_alerts(self) -> None:
+        """Pick up the alerts a killed sink left open: the next scores end them (or keep them going)."""
+        rules = {r.config.name: r for r in self.rules}
+        for alert in self.journal.open_alerts():
+            rule = rules.get(alert.rule)
+            if rule is None or not rule.applies_to(alert.camera, alert.model):
+                self._end_alert(alert, time.time(), alert.score, reason="sink restarted; rule or camera removed")
+                continue
+            rule.resume(alert.camera, alert.id, alert.score)
+            self._open[alert.id] = alert
+            self._resumed[alert.id] = time.monotonic() + RESUME_TIMEOUT_S
+            logger.warning("sink: resumed alert %s (camera %s, rule %s) that was open when the sink stopped",
+                           alert.id, alert.camera, alert.rule)
 
     def run(self) -> None:
         try:
@@ -131,6 +152,7 @@ class Sink:
                     self.receive()
                 self.delivery.retry_due()
                 self._deliver_clipped()
+                self._maybe_expire_resumed()
                 self._maybe_print_status()
             while self.pull.poll(200):  # results already in flight at shutdown still count
                 self.receive()
@@ -180,6 +202,8 @@ class Sink:
             if label not in result["labels"]:
                 continue
             score = float(result["scores"][result["labels"].index(label)])
+            if self._resumed:
+                self._resumed.pop(rule.alert_id(camera), None)  # scores again: the rule decides its end
             status.scores[model] = score
             self.metrics.score.labels(camera, model).set(score)
             transition = rule.update(camera, score, float(result["t_stream"]))
@@ -192,8 +216,7 @@ class Sink:
         if tr.kind == "end":
             opened = self._open.pop(tr.alert_id, None)
             if opened is not None:
-                self._end(replace(opened, state="end", end=round(now, 3), score=round(tr.peak, 4),
-                                  latency_s=latency))
+                self._end_alert(opened, now, tr.peak, latency_s=latency)
             return
         # Rule times are stream times; the alert's start is the wall time the condition began.
         start = now - (float(result["t_stream"]) - tr.start)
@@ -250,7 +273,30 @@ class Sink:
             self.metrics.evidence_bytes.labels(kind).set(used)
 
     def deliver(self, alert: Alert) -> None:
+        self.journal.record(alert)  # which alerts are open survives a crash of this process
         self.delivery.deliver(alert)
+
+    def _end_alert(self, opened: Alert, now: float, peak: float, latency_s: float | None = None,
+                   reason: str | None = None) -> None:
+        self._end(replace(opened, state="end", end=round(now, 3), score=round(peak, 4), latency_s=latency_s,
+                          reason=reason))
+
+    def _maybe_expire_resumed(self) -> None:
+        """A resumed alert whose camera sent no score in time ends, saying why (never stays open)."""
+        if not self._resumed:
+            return
+        now = time.monotonic()
+        for alert_id, deadline in list(self._resumed.items()):
+            opened = self._open.get(alert_id)
+            if now < deadline or opened is None:
+                continue
+            del self._resumed[alert_id]
+            del self._open[alert_id]
+            for rule in self.rules:
+                if rule.config.name == opened.rule:
+                    rule.forget(opened.camera)
+            self._end_alert(opened, time.time(), opened.score,
+                            reason=f"sink restarted; no scores from the camera within {RESUME_TIMEOUT_S:.0f} s")
 
     def _zero_alert_series(self, config: Config) -> None:
         """Alert counters exist at 0 for every camera and model kind, so increase() sees the first one."""
@@ -319,7 +365,7 @@ class Sink:
             for _, tr in rule.close_all(float("inf")):
                 opened = self._open.pop(tr.alert_id, None)
                 if opened is not None:
-                    self._end(replace(opened, state="end", end=now, score=round(tr.peak, 4)))
+                    self._end_alert(opened, now, tr.peak, reason="sink stopped")
         late = self.clip_worker.finish(CLIP_FINISH_TIMEOUT_S)  # cut what the rings hold; every end goes out
         self._deliver_clipped()
         for alert in late:
@@ -329,4 +375,5 @@ class Sink:
         self.delivery.flush()
         for lane in self.delivery.lanes:
             lane.output.close()
+        self.journal.close()
         self.pull.close(linger=0)
