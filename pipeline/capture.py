@@ -25,6 +25,7 @@ from pipeline.evidence_ring import CameraEvidence, camera_evidence, start_snapsh
 from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package
 from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
+from pipeline.peer_watch import PeerWatch
 from pipeline.sampling import RateSampler
 from pipeline.secrets import redact
 from pipeline.sources import Source, open_source
@@ -35,7 +36,7 @@ from pipeline.wire import encode_frames
 logger = logging.getLogger(__name__)
 
 
-DROP_REASONS = ("queue_full", "inference_busy")
+DROP_REASONS = ("queue_full", "inference_busy", "worker_down")
 
 
 class CaptureMetrics:
@@ -259,6 +260,7 @@ class CaptureNode:
         self.ctx: zmq.Context = zmq.Context.instance()
         endpoints = [worker_endpoint(config.inference.endpoint, i) for i in range(config.inference.workers)]
         self.sockets = frames_push(self.ctx, endpoints, transport_security(config, f"capture-{group}"))
+        self.peers = [PeerWatch(sock, f"inference worker {i} ({endpoints[i]})") for i, sock in enumerate(self.sockets)]
         self.routes = config.workers()
         self.loop_at: float | None = None
 
@@ -297,6 +299,8 @@ class CaptureNode:
                 reader.join(timeout=5.0)
             for evidence in self.evidence.values():  # FFmpeg closes the open segment
                 evidence.close()
+            for peer in self.peers:
+                peer.close()
             for sock in self.sockets:
                 sock.close(linger=0)
 
@@ -317,6 +321,9 @@ class CaptureNode:
         stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in,
                                "fps_out": r.stats.fps_out, **r.gate.status()}
                  for r in self.readers}
+        if not self.peers[worker].up():  # dead or not yet started: count, never queue or block
+            self._drop(items, "worker_down")
+            return 0
         started = time.perf_counter()
         parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],
                               [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats,
@@ -327,8 +334,11 @@ class CaptureNode:
             self.sockets[worker].send_multipart(parts, copy=False)
             self.metrics.stage_seconds.labels("send").inc(time.perf_counter() - serialized)
         except zmq.Again:
-            for camera, _ in items:
-                self.metrics.dropped.labels(camera, "inference_busy").inc()
-                self.reader_of[camera].stats.dropped += 1
+            self._drop(items, "inference_busy")
             return 0
         return len(items)
+
+    def _drop(self, items: list[tuple[str, SampledFrame]], reason: str) -> None:
+        for camera, _ in items:
+            self.metrics.dropped.labels(camera, reason).inc()
+            self.reader_of[camera].stats.dropped += 1

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from pipeline import peer_watch
 from pipeline.errors import VidwatchError
 from pipeline.wire import MAX_TENSOR_BYTES
 
@@ -57,6 +58,7 @@ def frames_push(ctx: zmq.Context, endpoints: list[str],
         sock.setsockopt(zmq.SNDHWM, DEFAULTS.frames_hwm)
         sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
         sock.setsockopt(zmq.SNDTIMEO, DEFAULTS.send_timeout_ms)
+        peer_watch.prepare(sock)  # queue nothing for a worker that is down; heartbeats notice a lost host
         _connect(sock, endpoint, security)
         sockets.append(sock)
     return sockets

@@ -58,11 +58,11 @@ def test_no_consumer_drops_oldest_and_never_blocks(models_dir: Path, tmp_path: P
     with running(node):
         time.sleep(3.0)
     sampled = registry.get_sample_value("vidwatch_frames_sampled_total", {"camera": "a"}) or 0
-    dropped = (registry.get_sample_value("vidwatch_frames_dropped_total", {"camera": "a", "reason": "queue_full"})
-               or 0) + (registry.get_sample_value("vidwatch_frames_dropped_total",
-                                                  {"camera": "a", "reason": "inference_busy"}) or 0)
+    dropped = {reason: registry.get_sample_value("vidwatch_frames_dropped_total", {"camera": "a", "reason": reason})
+               or 0 for reason in ("queue_full", "inference_busy", "worker_down")}
     assert sampled > 30  # the reader kept reading
-    assert dropped > 0.5 * sampled
+    assert sum(dropped.values()) > 0.5 * sampled
+    assert dropped["worker_down"] > 0  # no worker ever connected: counted as such, nothing queued
 
 
 def test_dead_camera_does_not_stop_the_others(models_dir: Path, tmp_path: Path) -> None:
