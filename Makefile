@@ -7,7 +7,7 @@ MODELS := build/models
 DEMO_SECONDS ?= 60
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test lint bench models sysdeps image clean help dashboard
+.PHONY: demo test lint bench soak models sysdeps image clean help dashboard
 help:
 	@echo "make demo   - set up .venv, build the shipped models, run the demo (~1 min), show alerts, events page + metrics URL"
 	@echo "make test   - run the test suite (installs Debian test servers when run as root)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   - ruff + mypy"
 	@echo "make image  - container image localhost/vidwatch:latest (podman; deploy/Dockerfile, BASE_IMAGE=... to choose the base)"
 	@echo "make dashboard - regenerate deploy/grafana/vidwatch.json from deploy/grafana/dashboard.py"
+	@echo "make soak   - 4 streams for ~10 min: RSS/fds/drops/latency -> benchmarks/results/soak-<date>-<host>.{json,png}"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +59,9 @@ dashboard: $(VENV)/.installed   # regenerate deploy/grafana/vidwatch.json after 
 
 bench: $(MODELS)/.built
 	$(PY) -m benchmarks
+
+soak: $(MODELS)/.built
+	$(PY) -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf build var .pytest_cache .mypy_cache .ruff_cache
