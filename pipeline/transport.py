@@ -58,7 +58,7 @@ def frames_push(ctx: zmq.Context, endpoints: list[str],
         sock.setsockopt(zmq.SNDHWM, DEFAULTS.frames_hwm)
         sock.setsockopt(zmq.LINGER, DEFAULTS.linger_ms)
         sock.setsockopt(zmq.SNDTIMEO, DEFAULTS.send_timeout_ms)
-        peer_watch.prepare(sock)  # queue nothing for a worker that is down; heartbeats notice a lost host
+        peer_watch.prepare(sock)  # queue nothing for a worker that is down (counted as worker_down)
         _connect(sock, endpoint, security)
         sockets.append(sock)
     return sockets
