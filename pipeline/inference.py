@@ -144,19 +144,26 @@ class InferenceWorker:
         by_shape: dict[tuple[int, ...], list[FrameBatch]] = {}
         for batch in batches:
             by_shape.setdefault(batch.frames.shape[1:], []).append(batch)
+        limit = self.config.inference.max_batch
         for group in by_shape.values():
             frames = group[0].frames if len(group) == 1 else np.concatenate([b.frames for b in group])
             metas = [FrameMeta(c, s, tc, ts, g) for b in group
                      for c, s, tc, ts, g in zip(b.cameras, b.seqs, b.t_capture, b.t_stream,
                                                  b.gaps or [False] * len(b.cameras), strict=True)]
-            started = time.perf_counter()
-            results = self.runner.process(frames, metas)
-            self.metrics.latency.observe(time.perf_counter() - started)
-            for step, seconds in self.runner.timings.drain().items():
-                self.metrics.stage_seconds.labels(step).inc(seconds)
-            self.metrics.batch_size.observe(len(metas))
-            if results:
-                self._send(results)
+            # At most max_batch frames per run (in order): the engines' memory peaks at a bounded
+            # size that a loaded worker reaches early, instead of growing whenever a backlog is larger.
+            for start in range(0, len(metas), limit):
+                self._run(frames[start:start + limit], metas[start:start + limit])
+
+    def _run(self, frames: np.ndarray, metas: list[FrameMeta]) -> None:
+        started = time.perf_counter()
+        results = self.runner.process(frames, metas)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        for step, seconds in self.runner.timings.drain().items():
+            self.metrics.stage_seconds.labels(step).inc(seconds)
+        self.metrics.batch_size.observe(len(metas))
+        if results:
+            self._send(results)
 
     def _send(self, results: list[WindowResult]) -> None:
         started = time.perf_counter()
