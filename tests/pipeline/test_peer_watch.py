@@ -1,0 +1,46 @@
+"""PeerWatch on real sockets: a worker that is not there, comes, and is killed."""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from pipeline.peer_watch import PeerWatch
+from pipeline.transport import frames_pull, frames_push
+from tests.conftest import free_port
+
+
+def _wait(watch: PeerWatch, state: bool, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while watch.up() != state:
+        assert time.monotonic() - started < timeout, f"peer never became {'up' if state else 'down'}"
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_up_and_down_follow_the_worker() -> None:
+    ctx = zmq.Context.instance()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    (push,) = frames_push(ctx, [endpoint])
+    watch = PeerWatch(push, "worker")
+    try:
+        assert not watch.up()  # nobody bound yet
+        pull = frames_pull(ctx, endpoint)
+        _wait(watch, True)
+        push.send(b"frame")
+        assert pull.poll(5000) and pull.recv() == b"frame"
+        pull.close(linger=0)  # the worker goes away (a SIGKILL closes its sockets the same way)
+        _wait(watch, False)
+        try:  # nothing is queued for it meanwhile: IMMEDIATE
+            push.send(b"lost", zmq.NOBLOCK)
+            queued = True
+        except zmq.Again:
+            queued = False
+        assert not queued
+        pull = frames_pull(ctx, endpoint)  # restarted on the same endpoint
+        _wait(watch, True)
+        pull.close(linger=0)
+    finally:
+        watch.close()
+        push.close(linger=0)
