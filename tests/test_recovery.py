@@ -117,10 +117,13 @@ metrics: {{port: {free_port()}}}
     ends = {r["id"]: r for r in records if r["state"] == "end"}
     assert set(ends) == {r["id"] for r in starts}, records  # every alert has an end
     assert {r["id"] for r in before_kill} <= {r["id"] for r in records}  # nothing raised before the kill is lost
-    assert [r for r in starts if r["id"] == resumed_id] == [r for r in before_kill if r["id"] == resumed_id]
+    # At-least-once: a kill between an output taking the start and the outbox noting it may deliver
+    # the same start record again after the restart (same id and content); never a different one.
+    (first_start,) = [r for r in before_kill if r["id"] == resumed_id]
+    assert all(r == first_start for r in starts if r["id"] == resumed_id)
     # No second alert for the same fight: nothing started on the camera while the resumed one was open.
     end_index = next(i for i, r in enumerate(records) if r["id"] == resumed_id and r["state"] == "end")
-    assert not [r for r in records[killed_at:end_index] if r["state"] == "start"], records
+    assert not [r for r in records[killed_at:end_index] if r["state"] == "start" and r["id"] != resumed_id], records
     assert ends[resumed_id]["reason"] in (None, "sink stopped"), ends[resumed_id]  # ended by its scores
 
 

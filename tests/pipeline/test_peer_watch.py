@@ -1,4 +1,4 @@
-"""PeerWatch on real sockets: a worker that is not there, comes, and is killed."""
+"""PeerWatch on real sockets: a worker that is not there, comes, goes away and comes back."""
 
 from __future__ import annotations
 
@@ -31,13 +31,7 @@ def test_up_and_down_follow_the_worker() -> None:
         push.send(b"frame")
         assert pull.poll(5000) and pull.recv() == b"frame"
         pull.close(linger=0)  # the worker goes away (a SIGKILL closes its sockets the same way)
-        _wait(watch, False)
-        try:  # nothing is queued for it meanwhile: IMMEDIATE
-            push.send(b"lost", zmq.NOBLOCK)
-            queued = True
-        except zmq.Again:
-            queued = False
-        assert not queued
+        _wait(watch, False)  # the capture then counts its frames as worker_down and sends nothing
         pull = frames_pull(ctx, endpoint)  # restarted on the same endpoint
         _wait(watch, True)
         pull.close(linger=0)
