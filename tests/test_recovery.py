@@ -52,7 +52,7 @@ def vidwatch_run(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # the supervisor stops its stages in flow order
                 try:
-                    proc.wait(60)
+                    proc.wait(150)  # stages stop in turn (10 s each at most) and the sink cuts pending clips
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
