@@ -66,11 +66,17 @@ class StageProcess:
         return f"{self.kind}-{self.index}"
 
 
-def stage_main(kind: str, index: int, config: Config, stop: Any, log_level: int, supervisor: int,
+def stage_main(kind: str, index: int, config: Config, log_level: int, supervisor: int,
                health_dir: str, known_secrets: tuple[str, ...] = ()) -> None:
-    """Entry point of a stage process (spawned by the process ``supervisor``)."""
+    """Entry point of a stage process (spawned by the process ``supervisor``), which stops it with
+    SIGTERM.
+
+    The stop event is this process's own: a ``multiprocessing.Event`` shared with the supervisor
+    deadlocks once a stage is SIGKILLed while waiting on it (its ``Condition`` counts the dead
+    waiter as sleeping, and the supervisor's ``set()`` waits forever for it to wake)."""
     from pipeline import secrets
 
+    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, lambda *_: set_from_signal(stop))
     _stop_with_parent(stop, supervisor)
@@ -165,7 +171,6 @@ class Supervisor:
         config = config.model_copy(update={"engine": resolve(config.engine)})
         self.config, self.log_level = config, log_level
         self.ctx = mp.get_context("spawn")  # no forked copies of sockets, threads or ORT sessions
-        self.stops = {kind: self.ctx.Event() for kind in STAGE_ORDER}
         self.stages = ([StageProcess("sink", 0)]
                        + [StageProcess("infer", i) for i in range(config.inference.workers)]
                        + [StageProcess("capture", g) for g in config.groups()])
@@ -275,7 +280,7 @@ class Supervisor:
     def _start(self, stage: StageProcess) -> None:
         stage.process = self.ctx.Process(
             target=stage_main, name=f"vidwatch-{stage.name}", daemon=False,
-            args=(stage.kind, stage.index, self.config, self.stops[stage.kind], self.log_level, os.getpid(),
+            args=(stage.kind, stage.index, self.config, self.log_level, os.getpid(),
                   self.health_dir, tuple(known_secrets())))
         os.environ["VIDWATCH_STAGE"] = stage.name  # inherited: tools can tell the processes apart
         stage.process.start()
@@ -307,15 +312,20 @@ class Supervisor:
     def stop(self) -> None:
         self.stopping.set()  # /readyz answers "stopping" from now on
         sd_notify("STOPPING=1")
-        for kind in STAGE_ORDER:
-            self.stops[kind].set()
-            for stage in self.stages:
-                if stage.kind == kind and stage.process is not None:
-                    stage.process.join(STOP_TIMEOUT_S)
-                    if stage.process.is_alive():
-                        logger.warning("%s did not stop in %.0f s; killing it", stage.name, STOP_TIMEOUT_S)
-                        stage.process.kill()
-                        stage.process.join()
+        for kind in STAGE_ORDER:  # SIGTERM (see stage_main), each kind's stages together
+            running = [s for s in self.stages if s.kind == kind and s.process is not None]
+            for stage in running:
+                assert stage.process is not None
+                if stage.process.is_alive():
+                    stage.process.terminate()
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            for stage in running:
+                assert stage.process is not None
+                stage.process.join(max(0.0, deadline - time.monotonic()))
+                if stage.process.is_alive():
+                    logger.warning("%s did not stop in %.0f s; killing it", stage.name, STOP_TIMEOUT_S)
+                    stage.process.kill()
+                    stage.process.join()
         if self.http is not None:
             self.http.stop()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)

@@ -24,14 +24,16 @@ WORKER_BACK_BOUND_S = 30.0  # measured 4-9 s on the 2-core CI box (restart backo
 
 
 def stage_pid(supervisor: int, stage: str) -> int | None:
-    """The pid of the child of ``supervisor`` started as ``stage`` (its VIDWATCH_STAGE)."""
+    """The pid of the child of ``supervisor`` started as ``stage`` (its VIDWATCH_STAGE). Only stage
+    processes count: multiprocessing's resource tracker inherits the variable of the first stage."""
     for task in Path(f"/proc/{supervisor}/task").iterdir():
         for child in (task / "children").read_text().split():
             try:
                 env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
-            if f"VIDWATCH_STAGE={stage}".encode() in env:
+            if f"VIDWATCH_STAGE={stage}".encode() in env and b"spawn_main" in cmdline:
                 return int(child)
     return None
 

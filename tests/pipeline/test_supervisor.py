@@ -80,3 +80,50 @@ def test_a_crashed_stage_is_counted_in_stage_restarts(models_dir: Path, tmp_path
     assert registry.get_sample_value("vidwatch_stage_restarts_total", {"stage": "sink-0"}) == 0
     assert infer.process is None and infer.next_start > time.monotonic()  # restarted after the backoff
     shutil.rmtree(supervisor.metrics_dir, ignore_errors=True)
+
+
+def test_the_supervisor_stops_after_a_stage_was_killed(models_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL a stage (its health reporter is usually waiting on the stop signal then), let the
+    supervisor restart it, then SIGTERM: every stage stops and `vidwatch run` exits 0 in bounded
+    time. A stop event shared across processes hung here forever (a dead waiter is never woken)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"""
+state_dir: {tmp_path}/state
+models: {{a: {{path: {models_dir}/demo-anomaly}}}}
+inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
+sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
+cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
+metrics: {{port: {free_port()}}}
+evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
+""")
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, stages = time.monotonic() + 60, []
+        while time.monotonic() < deadline and len(stages) < 3:
+            time.sleep(0.5)
+            stages = [k for k in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        assert len(stages) == 3, f"sink, inference and capture should be running; log:\n{log.read_text()[-3000:]}"
+        time.sleep(3.0)  # every stage past start-up, its reporter waiting for the next report
+        victim = stages[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline, restarted = time.monotonic() + 60, False
+        while time.monotonic() < deadline and not restarted:
+            time.sleep(0.5)
+            restarted = "restarting in" in log.read_text() and len(
+                [k for k in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]) == 3
+        assert restarted, f"the killed stage was not restarted; log:\n{log.read_text()[-3000:]}"
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        # Three kinds, each stopped (or killed) within STOP_TIMEOUT_S (10 s): 60 s is ample on a loaded box.
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()  # its stages notice (parent watch) and stop
+    assert code == 0, f"`vidwatch run` did not exit cleanly within 60 s of SIGTERM ({code}); " \
+                      f"log:\n{log.read_text()[-3000:]}"
