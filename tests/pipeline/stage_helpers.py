@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config, parse_config
-from tests.conftest import free_port
+from tests.conftest import PEOPLE_CLIP, free_port
 
 
 def make_config(models_dir: Path, tmp: Path, cameras: str, rules: str = "", extra: str = "",
@@ -31,6 +31,22 @@ evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}", dir: {tmp}/evidence, {evi
 {extra}
 """
     return parse_config(text)
+
+
+def write_run_config(models_dir: Path, tmp: Path, metrics_port: int | None = None, evidence: bool = True) -> Path:
+    """A one-camera `vidwatch run` config file (demo-anomaly on the looped people clip) on free ports."""
+    lines = [f"state_dir: {tmp}/state",
+             f"models: {{a: {{path: {models_dir}/demo-anomaly}}}}",
+             f'inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}',
+             f'sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp}/snap}}',
+             f"cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]"]
+    if metrics_port is not None:
+        lines.append(f"metrics: {{port: {metrics_port}}}")
+    if evidence:
+        lines.append(f'evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}')
+    config = tmp / "c.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
 
 
 @contextmanager

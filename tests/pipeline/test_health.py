@@ -29,7 +29,7 @@ from pipeline.health import (
 )
 from pipeline.http_server import serve_metrics
 from tests.conftest import PEOPLE_CLIP, ROOT, free_port
-from tests.pipeline.stage_helpers import make_config, running
+from tests.pipeline.stage_helpers import make_config, running, write_run_config
 
 
 def get_json(url: str) -> tuple[int, dict[str, Any]]:
@@ -143,15 +143,7 @@ def test_capture_is_ready_once_its_readers_run_even_while_a_camera_retries(model
 @pytest.mark.slow
 def test_readyz_follows_a_killed_stage_and_the_supervisor_notifies_systemd(models_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(f"""
-state_dir: {tmp_path}/state
-models: {{a: {{path: {models_dir}/demo-anomaly}}}}
-inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
-cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
-metrics: {{port: {port}}}
-""")
+    config = write_run_config(models_dir, tmp_path, metrics_port=port, evidence=False)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(0.2)
@@ -205,14 +197,7 @@ metrics: {{port: {port}}}
 @pytest.mark.slow
 def test_a_stage_run_alone_answers_readyz_503_while_loading_then_200(models_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(f"""
-state_dir: {tmp_path}/state
-models: {{a: {{path: {models_dir}/demo-anomaly}}}}
-inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
-cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
-""")
+    config = write_run_config(models_dir, tmp_path, evidence=False)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "infer", str(config), "--metrics-port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/readyz"

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import PEOPLE_CLIP, ROOT, free_port
+from tests.conftest import ROOT, free_port
+from tests.pipeline.stage_helpers import write_run_config
 
 
 def _children(pid: int) -> list[int]:
@@ -29,16 +30,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_stages_stop_when_the_supervisor_is_killed(models_dir: Path, tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(f"""
-state_dir: {tmp_path}/state
-models: {{a: {{path: {models_dir}/demo-anomaly}}}}
-inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
-cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
-metrics: {{port: {free_port()}}}
-evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-""")
+    config = write_run_config(models_dir, tmp_path, metrics_port=free_port())
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -86,16 +78,7 @@ def test_the_supervisor_stops_after_a_stage_was_killed(models_dir: Path, tmp_pat
     """SIGKILL a stage (its health reporter is usually waiting on the stop signal then), let the
     supervisor restart it, then SIGTERM: every stage stops and `vidwatch run` exits 0 in bounded
     time. A stop event shared across processes hung here forever (a dead waiter is never woken)."""
-    config = tmp_path / "c.yaml"
-    config.write_text(f"""
-state_dir: {tmp_path}/state
-models: {{a: {{path: {models_dir}/demo-anomaly}}}}
-inference: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-sink: {{endpoint: "tcp://127.0.0.1:{free_port()}", snapshots_dir: {tmp_path}/snap}}
-cameras: [{{id: c, source: {PEOPLE_CLIP}, loop: true, models: [{{model: a}}]}}]
-metrics: {{port: {free_port()}}}
-evidence: {{endpoint: "tcp://127.0.0.1:{free_port()}"}}
-""")
+    config = write_run_config(models_dir, tmp_path, metrics_port=free_port())
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
