@@ -108,7 +108,7 @@ class CameraPackageState:
             saved = None
         if saved is not None:
             logger.info("camera %s: loaded fitted state for %s (no recalibration)", self.camera, m.name)
-            self.state = saved
+            self.state = read_only(saved)
         elif self.calibration_seconds is None:
             self.state = self.package.shipped_state()
         if self.state is None and not self.needs_state():
@@ -133,7 +133,7 @@ class CameraPackageState:
         return self.needs_state() and self.state is None
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self.state = state
+        self.state = read_only(state)
 
     def state_array(self, source: str) -> np.ndarray:
         if self.state is None:
@@ -227,8 +227,16 @@ class CameraPackageState:
             self.store.save(self.camera, self.package.name, state)
         except OSError as exc:  # a full disk costs a recalibration after restart, nothing more
             logger.error("camera %s: could not persist calibration of %s: %s", self.camera, self.package.name, exc)
-        self.state = state
+        self.state = read_only(state)
         logger.info("camera %s: calibrated %s on %d frames; scoring now", self.camera, self.package.name, count)
+
+
+def read_only(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mark fitted arrays read-only: nothing may change them in place, which lets a GPU engine keep
+    one device copy of each (a memory bank is megabytes) instead of sending it with every window."""
+    for array in state.values():
+        array.flags.writeable = False
+    return state
 
 
 def _is_frame_source(source: str, manifest: object) -> bool:

@@ -51,6 +51,40 @@ logger = logging.getLogger(__name__)
 
 ENGINE_KEY = "torch-cuda"
 MAX_PINNED_BUFFERS = 256
+MAX_CONSTANT_BYTES = 1 << 30  # device copies of read-only inputs (fitted state) kept at most
+
+
+class DeviceConstants:
+    """Device copies of read-only host arrays (a camera's fitted state: the anomaly memory bank is
+    ~10 MB), made once and reused while the same array object is passed again, instead of a
+    host-to-device copy per call. Only arrays with ``writeable`` False are cached (the runner marks
+    fitted state so, ``pipeline.camera_state.read_only``): their contents cannot change under the
+    cache. The cache holds each array, so its ``id`` is not reused while cached; least recently
+    used copies go first past ``max_bytes``."""
+
+    def __init__(self, to_device: Any, max_bytes: int = MAX_CONSTANT_BYTES) -> None:
+        self._to_device, self.max_bytes = to_device, max_bytes
+        self._copies: dict[int, tuple[np.ndarray, Any]] = {}
+        self.nbytes = 0
+        self.copies_made = 0
+
+    def get(self, array: np.ndarray) -> Any | None:
+        """The device copy of ``array``, or None when it is writeable (the caller copies it per call)."""
+        if array.flags.writeable:
+            return None
+        key = id(array)
+        hit = self._copies.pop(key, None)
+        if hit is None or hit[0] is not array:
+            if hit is not None:
+                self.nbytes -= hit[0].nbytes
+            hit = (array, self._to_device(array))
+            self.copies_made += 1
+            self.nbytes += array.nbytes
+            while self.nbytes > self.max_bytes and self._copies:
+                old = self._copies.pop(next(iter(self._copies)))
+                self.nbytes -= old[0].nbytes
+        self._copies[key] = hit  # re-inserted last: dict order is the recency order
+        return hit[1]
 
 
 class TorchEngineConfig(EngineOptions):
@@ -267,6 +301,7 @@ class TorchEngine:
         self.stream = torch.cuda.Stream(self.device) if config.device == "cuda" else None
         self._graphs: dict[tuple[tuple[int, ...], ...], _Captured] = {}
         self._pinned: dict[tuple[Any, ...], Any] = {}
+        self.constants = DeviceConstants(lambda a: torch.from_numpy(a.copy()).to(self.device))
         self._failed_capture: str | None = None
         self.captures: list[tuple[int, float]] = []  # (batch size, seconds) of every capture, in order
         logger.info("%s: %s on %s%s%s", ENGINE_KEY, path.name, self.device, " fp16" if config.fp16 else "",
@@ -304,7 +339,7 @@ class TorchEngine:
             with torch.cuda.device(self.device), torch.cuda.stream(self.stream), torch.no_grad():
                 if self.use_graphs and self._failed_capture is None and n > 0:
                     return self._run_chunks(arrays, n)
-                device_inputs = [self._to_device(("in", name), a) for name, a in
+                device_inputs = [self._input_on_device(name, a) for name, a in
                                  zip(self.input_names, arrays, strict=True)]
                 outputs = self._forward(device_inputs)
                 host = [self._to_host(("out", name), out) for name, out in zip(self.output_names, outputs, strict=True)]
@@ -345,6 +380,10 @@ class TorchEngine:
         else:
             out = self.module(*tensors)
         return list(out) if isinstance(out, tuple | list) else [out]
+
+    def _input_on_device(self, name: str, array: np.ndarray) -> Any:
+        constant = self.constants.get(array)
+        return constant if constant is not None else self._to_device(("in", name), array)
 
     def _to_device(self, key: tuple[str, str], array: np.ndarray) -> Any:
         pinned = self._pinned_buffer(key, array.shape, array.dtype)

@@ -102,6 +102,10 @@ def test_live_calibration_fits_only_windows_inside_runs(tmp_path: Path, frames: 
     np.testing.assert_allclose(state.state["mean"], inside.mean(axis=0), rtol=1e-5)
     stitched = fit_window_gaussian({"runtime.delta": deltas}, T, {})
     assert not np.allclose(stitched["mean"], state.state["mean"], rtol=1e-5)
+    # fitted state is read-only: a GPU engine keeps one device copy of it (DeviceConstants)
+    assert not any(a.flags.writeable for a in state.state.values())
+    with pytest.raises(ValueError, match="read-only"):
+        state.state["mean"][...] = 0
 
 
 def test_sliding_windows_with_segments() -> None:

@@ -20,7 +20,7 @@ if importlib.util.find_spec("onnx2torch") is None:  # (importing it needs torchv
 from pipeline.engines import create_engine  # noqa: E402
 from pipeline.engines.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402
 from pipeline.engines.precision import GATE_FILE, graph_sha256  # noqa: E402
-from pipeline.engines.torch_engine import TorchEngine, batch_plan  # noqa: E402
+from pipeline.engines.torch_engine import DeviceConstants, TorchEngine, batch_plan  # noqa: E402
 from pipeline.errors import EngineError  # noqa: E402
 from pipeline.modelpkg import load_package  # noqa: E402
 from pipeline.runner import score_frames  # noqa: E402
@@ -170,3 +170,34 @@ def test_torch_engine_on_cpu_passes_the_start_up_check() -> None:
 
     config = TorchEngineConfig(device="cpu")
     assert resolve(config) is config
+
+
+def test_device_constants_copy_read_only_state_once_and_writeable_arrays_never() -> None:
+    """The anomaly scorer's state (a ~10 MB bank) went to the GPU with every window call; fitted
+    state is read-only, so one device copy serves every call while the same array is passed."""
+    copies: list[np.ndarray] = []
+    constants = DeviceConstants(lambda a: copies.append(a) or ("dev", len(copies)), max_bytes=3 * 400)
+    bank = np.ones((10, 10), np.float32)  # 400 bytes
+    bank.flags.writeable = False
+    assert constants.get(bank) == constants.get(bank) == ("dev", 1)
+    assert constants.copies_made == 1
+    frames = np.zeros((10, 10), np.float32)  # per-call input: copied by the caller every time
+    assert constants.get(frames) is None
+    same_values = bank.copy()
+    same_values.flags.writeable = False  # another camera's state with equal values is its own copy
+    assert constants.get(same_values) == ("dev", 2)
+    others = [np.full((10, 10), i, np.float32) for i in range(3)]
+    for array in others:
+        array.flags.writeable = False
+        constants.get(array)
+    assert constants.nbytes <= 3 * 400  # least recently used went first
+    assert constants.get(others[-1]) == ("dev", 5) and constants.get(bank) == ("dev", 6)
+
+
+def test_runner_state_reaches_the_engine_as_the_same_read_only_arrays(models_dir: Path, shared_data: Path) -> None:
+    """What makes the cache hit on the live path: every window call of a camera passes the same
+    read-only state objects (shipped state here; live calibration: test_camera_state)."""
+    package = load_package(models_dir / "ped2-anomaly")
+    first, second = package.shipped_state(), package.shipped_state()
+    assert first is not None and second is not None
+    assert all(first[k] is second[k] and not first[k].flags.writeable for k in first)
