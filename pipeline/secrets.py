@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ def redact(text: Any) -> str:
     for secret in sorted(_known, key=len, reverse=True):
         out = out.replace(secret, MASK)
     return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` reduced to scheme, host, port and path: user info, query string and fragment (where
+    tokens hide) dropped, for naming an endpoint whose query may carry any token (webhooks)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def url_password(url: str) -> str | None:

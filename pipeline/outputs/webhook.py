@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from pipeline.alerts import Alert
 from pipeline.errors import VidwatchError
+from pipeline.secrets import redact_url
 
 OUTPUT_KEY = "webhook"
 USER_AGENT = "vidwatch-webhook/1"
@@ -51,16 +52,6 @@ class WebhookOutputConfig(BaseModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}")
         return value
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query string or fragment (where tokens hide)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def expand_env(value: str, what: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import parse_config
 from pipeline.errors import ConfigError
-from pipeline.secrets import MASK, RedactingFilter, expand, redact, remember
+from pipeline.secrets import MASK, RedactingFilter, expand, redact, redact_url, remember
 from tests.conftest import PEOPLE_CLIP, ROOT, free_port, scrape_metrics
 from tests.support.rtsp import rtsp_available, rtsp_server
 
@@ -170,3 +170,9 @@ metrics: {{port: {metrics_port}}}
         assert ENV_PASSWORD not in text, f"${{VIDWATCH_TEST_PW}} leaked in {where}"
     records = [json.loads(line) for line in alerts.splitlines()]
     assert {r["id"] for r in records if r["state"] == "end"} == {r["id"] for r in records if r["state"] == "start"}
+
+
+def test_redact_url_keeps_only_scheme_host_port_and_path() -> None:
+    """How a webhook endpoint is named in logs and errors: tokens in user info or query never show."""
+    assert redact_url("https://u:p@[::1]:8443/a/b?k=v#f") == "https://[::1]:8443/a/b"
+    assert redact_url("http://hooks.example/x?token=abc") == "http://hooks.example/x"
