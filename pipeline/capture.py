@@ -28,6 +28,7 @@ from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.peer_watch import PeerWatch
 from pipeline.sampling import RateSampler
 from pipeline.secrets import redact
+from pipeline.segment_ring import RingMetrics
 from pipeline.sources import Source, open_source
 from pipeline.transport import frames_push, worker_endpoint
 from pipeline.transport_security import transport_security
@@ -56,6 +57,7 @@ class CaptureMetrics:
                                 registry=registry, multiprocess_mode="livemax")
         self.stage_seconds = stage_seconds_counter(registry)
         self.gate = GateMetrics(registry)
+        self.ring = RingMetrics(registry)
 
 
 def stage_seconds_counter(registry: CollectorRegistry | None) -> Counter:
@@ -244,7 +246,7 @@ class CaptureNode:
             raise VidwatchError(f"capture group {group} has no cameras (groups: {sorted(config.groups())})")
         self.config, self.stop = config, stop or threading.Event()
         self.metrics = CaptureMetrics(registry)
-        self.evidence = {c.id: camera_evidence(config, c) for c in cameras}
+        self.evidence = {c.id: camera_evidence(config, c, self.metrics.ring) for c in cameras}
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop,
                                      self.evidence[c.id], camera_gate(config, c, self.metrics.gate))
                         for c in cameras]

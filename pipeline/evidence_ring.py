@@ -32,7 +32,7 @@ import zmq
 
 from pipeline.clips import CUT_TIMEOUT_S, ClipError, cut_clip, read_index
 from pipeline.config import CameraConfig, Config
-from pipeline.segment_ring import SegmentRecorder, ring_dir
+from pipeline.segment_ring import RingMetrics, SegmentRecorder, ring_dir
 from pipeline.transport import DEFAULTS, worker_endpoint
 from pipeline.transport_security import TransportSecurity, transport_security
 
@@ -231,9 +231,9 @@ class CameraEvidence:
             self.recorder.close()
 
 
-def camera_evidence(config: Config, camera: CameraConfig) -> CameraEvidence:
+def camera_evidence(config: Config, camera: CameraConfig, ring_metrics: RingMetrics | None = None) -> CameraEvidence:
     settings = config.evidence
-    recorder = (SegmentRecorder(camera.id, camera.source, camera.fps, config.evidence_dir(), settings)
+    recorder = (SegmentRecorder(camera.id, camera.source, camera.fps, config.evidence_dir(), settings, ring_metrics)
                 if settings.clips else None)
     return CameraEvidence(FrameRing(settings.frame_ring_s, camera.fps), settings.max_width, recorder)
 

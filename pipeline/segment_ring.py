@@ -13,31 +13,66 @@ times use. Two ways in:
   (already decoded for the models) and FFmpeg encodes it (libx264 ultrafast, yuv420p, a keyframe
   every half segment). A writer thread with a short queue stands between: a slow encoder drops
   evidence frames, never camera frames.
+
+A supervisor watches every FFmpeg: the ring must grow. When FFmpeg exits, or no new segment is
+listed for ``stall_after_s`` (a camera that stops sending keeps FFmpeg's RTSP socket open and
+FFmpeg waits on it forever: it has no read timeout for interleaved RTSP), FFmpeg is killed and
+started again after a backoff (1, 2, 4 ... 30 s, reset once a segment is listed), each restart
+counted in ``vidwatch_segment_ring_restarts_total{camera, reason}``. FFmpeg's stderr is logged
+(a bounded number of lines per run, redacted: the URL holds the camera's password) and its last
+lines go into the failure message.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import shutil
 import subprocess
 import threading
 import time
+from collections import deque
 from pathlib import Path
+from typing import IO
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from pipeline.config import EvidenceConfig
 from pipeline.errors import VidwatchError
+from pipeline.secrets import MASK, redact, url_password
 
 logger = logging.getLogger(__name__)
 
 FFMPEG = "ffmpeg"
 INDEX_NAME = "index.csv"
 _RESTART_S = (1.0, 30.0)
+STALL_SEGMENTS = 5  # no new segment listed for this many segment lengths: FFmpeg is stuck ...
+STALL_MIN_S = 20.0  # ... but never sooner: a camera's keyframe interval can exceed a segment
+START_GRACE_S = 15.0  # more for the first segment of a run: connect, probe, wait for a keyframe
+STDERR_LOG_LINES = 20  # FFmpeg stderr lines logged per run (all of them feed the failure message)
+STDERR_TAIL = 5
+RESTART_REASONS = ("exited", "stalled", "spawn")
 # Encoding FFmpegs end when their stdin closes; stream-copy ones get SIGTERM when their parent dies.
 _SETPRIV = shutil.which("setpriv")
+
+
+class RingMetrics:
+    """The segment rings' series; the registry is passed in (capture's, or a test's)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.restarts = Counter("vidwatch_segment_ring_restarts_total",
+                                "FFmpeg segment-ring restarts, by reason: exited, stalled (no new segment "
+                                "listed in time), spawn (could not start)", ["camera", "reason"], registry=registry)
+        self.last_segment = Gauge("vidwatch_segment_ring_last_segment_timestamp_seconds",
+                                  "Unix time the camera's segment ring last listed a finished segment",
+                                  ["camera"], registry=registry, multiprocess_mode="livemax")
+
+    def add_camera(self, camera: str) -> None:
+        for reason in RESTART_REASONS:  # every series exists from the start, so rate() sees zeros
+            self.restarts.labels(camera, reason)
 
 
 def ring_dir(evidence_dir: Path, camera: str) -> Path:
@@ -71,17 +106,30 @@ def encode_command(width: int, height: int, fps: float, folder: Path, settings: 
             "-g", str(gop), "-fps_mode", "passthrough", *_segment_args(folder, settings)]
 
 
+def stall_after_s(settings: EvidenceConfig) -> float:
+    """How long a running FFmpeg may go without listing a new segment before it is restarted."""
+    return max(STALL_MIN_S, STALL_SEGMENTS * settings.segment_s)
+
+
 class SegmentRecorder:
-    """Keeps one camera's segment ring going until ``close()``; restarts FFmpeg if it dies."""
+    """Keeps one camera's segment ring going until ``close()``; restarts FFmpeg when it dies or stalls."""
 
     def __init__(self, camera: str, source: str | int, fps: float, evidence_dir: Path,
-                 settings: EvidenceConfig) -> None:
+                 settings: EvidenceConfig, metrics: RingMetrics | None = None,
+                 stall_after: float | None = None) -> None:
         self.camera, self.source, self.fps, self.settings = camera, source, fps, settings
         self.mode = recording_mode(source)
         self.folder = ring_dir(evidence_dir, camera)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.add_camera(camera)
+        self.stall_after = stall_after if stall_after is not None else stall_after_s(settings)
         self.dropped = 0
+        self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        self._password = url_password(source) if isinstance(source, str) else None
         self._size: tuple[int, int] | None = None
         # Short: FFmpeg stamps a frame when it reads it, so a queued frame would be stamped late.
         self._frames: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max(2, round(fps * 0.3)))
@@ -123,7 +171,7 @@ class SegmentRecorder:
             try:
                 self._encode(frame)
             except (OSError, VidwatchError) as exc:
-                self._failed(f"encoder: {exc}")
+                self._failed("exited" if isinstance(exc, OSError) else "spawn", f"encoder: {exc}")
 
     def _encode(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
@@ -145,37 +193,77 @@ class SegmentRecorder:
             try:
                 self._proc = self._spawn(copy_command(str(self.source), self.folder, self.settings))
             except VidwatchError as exc:
-                self._failed(str(exc))
+                self._failed("spawn", str(exc))
             else:
-                started = time.monotonic()
-                while self._proc.poll() is None and not self._closed.wait(0.5):
-                    pass
-                if self._closed.is_set():
+                outcome = self._supervise(self._proc)
+                if outcome is None:
                     return
-                if time.monotonic() - started > 60:
-                    self._failures = 0
-                self._failed(f"FFmpeg stream copy exited with code {self._proc.returncode}")
-                self._proc = None
+                self._failed(*outcome)
             self._closed.wait(max(0.0, self._next_start - time.monotonic()))
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> tuple[str, str] | None:
+        """Wait while FFmpeg keeps listing segments; ``None`` once closed, else (reason, why) it failed."""
+        stamp = _index_stamp(self.folder)
+        progress = time.monotonic()
+        limit = self.stall_after + START_GRACE_S  # the first segment: connect and probe first
+        while not self._closed.wait(0.5):
+            if proc.poll() is not None:
+                return "exited", f"FFmpeg stream copy exited with code {proc.returncode}"
+            if (now_stamp := _index_stamp(self.folder)) != stamp:
+                stamp, progress, limit = now_stamp, time.monotonic(), self.stall_after
+                self._failures = 0  # recording again: the next failure restarts after the shortest wait
+                if self.metrics is not None:
+                    self.metrics.last_segment.labels(self.camera).set(time.time())
+            elif time.monotonic() - progress > limit:
+                return "stalled", f"FFmpeg listed no new segment for {limit:.0f} s (camera silent or FFmpeg hung)"
+        return None
 
     # -- process --------------------------------------------------------------------------
     def _spawn(self, command: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
         if stdin is None and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
             command = [_SETPRIV, "--pdeathsig", "TERM", *command]
         try:
-            return subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as exc:
             raise VidwatchError(f"cannot start {FFMPEG} for camera {self.camera} clips: {exc}; install FFmpeg "
                                 f"(deploy/install-system-deps.sh) or set evidence.clips: false") from exc
+        self._stderr_tail = deque(maxlen=STDERR_TAIL)  # this run's; a dead run's reader keeps its own
+        assert proc.stderr is not None
+        threading.Thread(target=self._log_stderr, args=(proc.stderr, self._stderr_tail),
+                         name=f"ffmpeg-log-{self.camera}", daemon=True).start()
+        return proc
 
-    def _failed(self, why: str) -> None:
+    def _log_stderr(self, stream: IO[bytes], tail: deque[str]) -> None:
+        """Log what FFmpeg says (errors only: ``-loglevel error``), redacted, a bounded number of lines."""
+        logged = 0
+        with stream:
+            for raw in stream:
+                line = self._redact(raw.decode(errors="replace").strip())
+                if not line:
+                    continue
+                tail.append(line)
+                if logged < STDERR_LOG_LINES:
+                    logged += 1
+                    logger.warning("camera %s: ffmpeg: %s%s", self.camera, line,
+                                   " (further FFmpeg messages of this run are not logged)"
+                                   if logged == STDERR_LOG_LINES else "")
+
+    def _redact(self, text: str) -> str:
+        text = redact(text)  # URL user info, credential parameters, remembered secrets
+        return text.replace(self._password, MASK) if self._password else text  # also inside mangled URLs
+
+    def _failed(self, reason: str, why: str) -> None:
         delay = min(_RESTART_S[0] * 2 ** self._failures, _RESTART_S[1])
         self._failures += 1
         self._next_start = time.monotonic() + delay
         self._stop_ffmpeg(1.0)
+        self.restarts += 1
+        if self.metrics is not None:
+            self.metrics.restarts.labels(self.camera, reason).inc()
+        said = " | ".join(self._stderr_tail)
         # The source is never logged: an RTSP URL can carry the camera's password.
-        logger.warning("camera %s: segment recording (%s) failed: %s; retrying in %.0f s",
-                       self.camera, self.mode, why, delay)
+        logger.warning("camera %s: segment recording (%s) failed: %s%s; retrying in %.0f s", self.camera,
+                       self.mode, self._redact(why), f"; ffmpeg said: {said}" if said else "", delay)
 
     def _stop_ffmpeg(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
@@ -191,5 +279,14 @@ class SegmentRecorder:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            proc.kill()  # hung (or stopped): SIGTERM is not enough
             proc.wait()
+
+
+def _index_stamp(folder: Path) -> tuple[int, int] | None:
+    """Changes whenever FFmpeg lists a finished segment (it rewrites the index and renames it in place)."""
+    try:
+        st = os.stat(folder / INDEX_NAME)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
