@@ -21,6 +21,10 @@ started again after a backoff (1, 2, 4 ... 30 s, reset once a segment is listed)
 counted in ``vidwatch_segment_ring_restarts_total{camera, reason}``. FFmpeg's stderr is logged
 (a bounded number of lines per run, redacted: the URL holds the camera's password) and its last
 lines go into the failure message.
+
+FFmpeg is stopped with exactly one SIGTERM, by the recorder's thread, and runs in its own session:
+a second signal while it closes the last segment trips FFmpeg's interrupt callback, every write
+fails and the index is rewritten *empty* (the ring's whole evidence gone at each shutdown).
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ INDEX_NAME = "index.csv"
 _RESTART_S = (1.0, 30.0)
 STALL_SEGMENTS = 5  # no new segment listed for this many segment lengths: FFmpeg is stuck ...
 STALL_MIN_S = 20.0  # ... but never sooner: a camera's keyframe interval can exceed a segment
+STOP_TIMEOUT_S = 5.0  # FFmpeg closes its open segment and rewrites the index; then SIGKILL
 START_GRACE_S = 15.0  # more for the first segment of a run: connect, probe, wait for a keyframe
 STDERR_LOG_LINES = 20  # FFmpeg stderr lines logged per run (all of them feed the failure message)
 STDERR_TAIL = 5
 RESTART_REASONS = ("exited", "stalled", "spawn")
-# Encoding FFmpegs end when their stdin closes; stream-copy ones get SIGTERM when their parent dies.
+# Encoding FFmpegs end when their stdin closes; stream-copy ones get SIGTERM when the thread that
+# started them ends (PR_SET_PDEATHSIG fires on the *thread's* exit): the recorder stops them first.
 _SETPRIV = shutil.which("setpriv")
 
 
@@ -151,16 +157,16 @@ class SegmentRecorder:
         except queue.Full:
             self.dropped += 1
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Stop recording; FFmpeg finishes the open segment and lists it in the index."""
         self._closed.set()
         try:
             self._frames.put_nowait(None)
         except queue.Full:
             pass
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._stop_ffmpeg(timeout)
+        if self._thread.is_alive():  # copy mode: the thread stops its FFmpeg itself, see _copy_loop
+            self._thread.join(timeout + 1.0)
+        self._stop_ffmpeg(timeout)  # encode mode (or a thread that never ran): close its stdin
 
     # -- encode ---------------------------------------------------------------------------
     def _encode_loop(self) -> None:
@@ -197,6 +203,11 @@ class SegmentRecorder:
             else:
                 outcome = self._supervise(self._proc)
                 if outcome is None:
+                    # Stopped by this thread, before it exits: its exit fires FFmpeg's parent-death
+                    # SIGTERM, and a second signal while FFmpeg closes the segment aborts its writes
+                    # (FFmpeg's interrupt callback): the last segment and the whole index, truncated
+                    # to 0 bytes. One SIGTERM, then this thread ends with FFmpeg already gone.
+                    self._stop_ffmpeg(STOP_TIMEOUT_S)
                     return
                 self._failed(*outcome)
             self._closed.wait(max(0.0, self._next_start - time.monotonic()))
@@ -223,7 +234,10 @@ class SegmentRecorder:
         if stdin is None and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
             command = [_SETPRIV, "--pdeathsig", "TERM", *command]
         try:
-            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            # Its own session: a Ctrl-C to the terminal's process group must not signal FFmpeg as well
+            # (the recorder sends the one SIGTERM that ends it; see _copy_loop).
+            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    start_new_session=True)
         except OSError as exc:
             raise VidwatchError(f"cannot start {FFMPEG} for camera {self.camera} clips: {exc}; install FFmpeg "
                                 f"(deploy/install-system-deps.sh) or set evidence.clips: false") from exc
@@ -275,7 +289,7 @@ class SegmentRecorder:
             except OSError:
                 pass
         else:
-            proc.terminate()  # copy mode: SIGTERM makes FFmpeg close the segment cleanly
+            proc.terminate()  # copy mode: ONE SIGTERM makes FFmpeg close the segment and the index cleanly
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

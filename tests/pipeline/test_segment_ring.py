@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pipeline import segment_ring
 from pipeline.clips import cut_clip, read_index
 from pipeline.config import EvidenceConfig
 from pipeline.segment_ring import RingMetrics, SegmentRecorder, copy_command, recording_mode, ring_dir
@@ -44,12 +45,15 @@ def test_rtsp_ring_keeps_the_camera_packets_and_cuts_a_clip(tmp_path: Path) -> N
         recorder.start()
         started = time.time()
         folder = ring_dir(tmp_path, "cam0")
-        deadline = time.monotonic() + 90  # a loaded box: FFmpeg may need a restart or two (backoff 1, 2, 4 s)
+        deadline = time.monotonic() + 90  # a loaded box: FFmpeg may need a restart (backoff 1, 2, 4 s)
         while time.monotonic() < deadline and sum(s.end - s.start for s in read_index(folder)) < 6.0:
             time.sleep(0.5)
+        listed = read_index(folder)
         recorder.close()
     segments = read_index(folder)
-    assert sum(s.end - s.start for s in segments) >= 5.0, segments
+    assert sum(s.end - s.start for s in listed) >= 5.0, listed
+    # Closing keeps what was listed (a second signal to a closing FFmpeg used to truncate the index)
+    assert {s.path for s in listed} <= {s.path for s in segments}, (listed, segments)
     assert started - 2 < segments[0].start < segments[-1].end < time.time() + 1  # wall-clock times
     out = cut_clip(folder, segments[0].start + 0.5, segments[-1].end - 0.5, tmp_path / "clip.mp4")
     info = probe(out)
@@ -76,6 +80,51 @@ def test_copy_ffmpeg_dies_with_the_process_that_started_it(tmp_path: Path) -> No
     while time.monotonic() < deadline and Path(f"/proc/{child[0]}").exists() and not _zombie(child[0]):
         time.sleep(0.1)
     assert not Path(f"/proc/{child[0]}").exists() or _zombie(child[0])
+
+
+# Stands in for FFmpeg: notes every signal it gets and, like FFmpeg closing its last segment and
+# rewriting the index, takes a moment to exit after the first one.
+_SIGNAL_RECORDER = """
+import signal, sys, time
+from pathlib import Path
+folder = Path(sys.argv[-1]).parent
+got = []
+def note(sig, _frame):
+    got.append(signal.Signals(sig).name)
+    (folder / "signals.txt").write_text(" ".join(got))
+signal.signal(signal.SIGTERM, note)
+signal.signal(signal.SIGINT, note)
+(folder / "started").touch()
+while not got:
+    time.sleep(0.01)
+time.sleep(1.0)
+"""
+
+
+def test_closing_a_ring_signals_ffmpeg_once_and_only_the_recorder_does(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second signal while FFmpeg closes its last segment aborts its writes: the index is truncated
+    to 0 bytes (FFmpeg 5.1, real RTSP: two SIGTERMs 5-20 ms apart emptied 5 of 6 indexes, 100 ms apart
+    or one SIGTERM none). Closing used to send two, the recorder's and the parent-death SIGTERM when its
+    thread ended, a few ms apart under load (sometimes merged into one): the CI flake of the RTSP ring
+    test. Only the session check fails on the old code every time; the count fails when they don't merge."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(f"#!{sys.executable}\n{_SIGNAL_RECORDER}")
+    fake.chmod(0o755)
+    monkeypatch.setattr(segment_ring, "FFMPEG", str(fake))
+    recorder = SegmentRecorder("c", "rtsp://127.0.0.1:9/none", 10, tmp_path, EvidenceConfig())
+    folder = ring_dir(tmp_path, "c")
+    recorder.start()
+    try:
+        assert _wait(lambda: (folder / "started").exists(), 30), "the stand-in FFmpeg did not start"
+        proc = recorder._proc
+        assert proc is not None
+        assert os.getsid(proc.pid) == proc.pid, "FFmpeg shares the terminal's session: Ctrl-C signals it too"
+    finally:
+        recorder.close()
+    assert proc.poll() is not None
+    time.sleep(0.2)  # a late parent-death signal would have been noted by now (it would be too late, too)
+    assert (folder / "signals.txt").read_text() == "SIGTERM"
 
 
 def _needs_rtsp() -> None:
