@@ -14,10 +14,11 @@ times use. Two ways in:
   every half segment). A writer thread with a short queue stands between: a slow encoder drops
   evidence frames, never camera frames.
 
-A supervisor watches every FFmpeg: the ring must grow. When FFmpeg exits, or no new segment is
-listed for ``stall_after_s`` (a camera that stops sending keeps FFmpeg's RTSP socket open and
-FFmpeg waits on it forever: it has no read timeout for interleaved RTSP), FFmpeg is killed and
-started again after a backoff (1, 2, 4 ... 30 s, reset once a segment is listed), each restart
+Every FFmpeg is supervised: the ring must grow. When FFmpeg exits, or no new segment is listed
+for ``stall_after_s`` (copy: a camera that stops sending keeps FFmpeg's RTSP socket open and FFmpeg
+waits on it forever, it has no read timeout for interleaved RTSP; encode: only while frames are
+fed, a hung encoder blocks the writer on its full stdin pipe), FFmpeg is killed and started again
+after a backoff (1, 2, 4 ... 30 s, reset once a segment is listed or a frame written), each restart
 counted in ``vidwatch_segment_ring_restarts_total{camera, reason}``. FFmpeg's stderr is logged
 (a bounded number of lines per run, redacted: the URL holds the camera's password) and its last
 lines go into the failure message.
@@ -57,6 +58,7 @@ STALL_SEGMENTS = 5  # no new segment listed for this many segment lengths: FFmpe
 STALL_MIN_S = 20.0  # ... but never sooner: a camera's keyframe interval can exceed a segment
 STOP_TIMEOUT_S = 5.0  # FFmpeg closes its open segment and rewrites the index; then SIGKILL
 START_GRACE_S = 15.0  # more for the first segment of a run: connect, probe, wait for a keyframe
+FEED_GAP_S = 2.0  # encode mode: no frame for this long and the camera is idle, not the encoder stuck
 STDERR_LOG_LINES = 20  # FFmpeg stderr lines logged per run (all of them feed the failure message)
 STDERR_TAIL = 5
 RESTART_REASONS = ("exited", "stalled", "spawn")
@@ -142,16 +144,28 @@ class SegmentRecorder:
         self._closed = threading.Event()
         self._failures = 0
         self._next_start = 0.0
+        self._stamp = _index_stamp(self.folder)  # the index as FFmpeg last rewrote it
+        self._spawned_at = 0.0  # monotonic time of the latest FFmpeg start
+        self._last_fed = self._fed_since = 0.0  # encode mode: latest frame, start of the current feed
+        self._stalled = False  # encode mode: the watchdog killed the encoder
         target = self._copy_loop if self.mode == "copy" else self._encode_loop
         self._thread = threading.Thread(target=target, name=f"segments-{camera}", daemon=True)
+        self._watchdog = (threading.Thread(target=self._encode_watch, name=f"segments-watch-{camera}", daemon=True)
+                          if self.mode == "encode" else None)
 
     def start(self) -> None:
         self._thread.start()
+        if self._watchdog is not None:  # copy mode: the recording thread watches its FFmpeg itself
+            self._watchdog.start()
 
     def write(self, bgr: np.ndarray) -> None:
         """Hand one sampled frame to the encoder (``encode`` mode); never blocks."""
         if self.mode != "encode" or self._closed.is_set():
             return
+        now = time.monotonic()
+        if now - self._last_fed > FEED_GAP_S:
+            self._fed_since = now  # frames (again): the encoder is judged from here
+        self._last_fed = now
         try:
             self._frames.put_nowait(bgr)
         except queue.Full:
@@ -176,13 +190,18 @@ class SegmentRecorder:
                 return
             try:
                 self._encode(frame)
-            except (OSError, VidwatchError) as exc:
-                self._failed("exited" if isinstance(exc, OSError) else "spawn", f"encoder: {exc}")
+            except VidwatchError as exc:
+                self._failed("spawn", str(exc))
+            except OSError as exc:  # a broken pipe: FFmpeg died, or the watchdog killed it
+                self._failed(self._encoder_reason(), f"encoder: {exc}")
 
     def _encode(self, frame: np.ndarray) -> None:
         height, width = frame.shape[:2]
-        if self._proc is not None and (self._proc.poll() is not None or self._size != (width, height)):
-            self._stop_ffmpeg(5.0)  # died, or the camera came back at another size
+        if self._proc is not None and (code := self._proc.poll()) is not None:
+            self._failed(self._encoder_reason(), f"FFmpeg encoder exited with code {code}")
+            return  # this frame is lost; the next one restarts FFmpeg after the backoff
+        if self._proc is not None and self._size != (width, height):
+            self._stop_ffmpeg(STOP_TIMEOUT_S)  # the camera came back at another size
         if self._proc is None:
             if time.monotonic() < self._next_start:
                 return  # backing off after failures
@@ -192,6 +211,29 @@ class SegmentRecorder:
         assert self._proc.stdin is not None
         self._proc.stdin.write(np.ascontiguousarray(frame).data)
         self._failures = 0
+
+    def _encoder_reason(self) -> str:
+        stalled, self._stalled = self._stalled, False
+        return "stalled" if stalled else "exited"
+
+    def _encode_watch(self) -> None:
+        """Kill an encoder that is fed frames but lists no segment: its blocked writer then fails and restarts it."""
+        progress = time.monotonic()
+        while not self._closed.wait(0.5):
+            now = time.monotonic()
+            if self._listed_a_segment():
+                progress = now
+                continue
+            proc = self._proc
+            if proc is None or proc.poll() is not None or now - self._last_fed > FEED_GAP_S:
+                continue  # no encoder running, or no frames coming: nothing to list
+            limit = self.stall_after + (START_GRACE_S if progress < self._spawned_at else 0.0)
+            if now - max(progress, self._fed_since, self._spawned_at) > limit:
+                self._stalled = True
+                logger.warning("camera %s: FFmpeg encoder listed no new segment for %.0f s while fed frames; "
+                               "killing it", self.camera, limit)
+                proc.kill()
+                progress = now
 
     # -- copy -----------------------------------------------------------------------------
     def _copy_loop(self) -> None:
@@ -214,22 +256,29 @@ class SegmentRecorder:
 
     def _supervise(self, proc: subprocess.Popen[bytes]) -> tuple[str, str] | None:
         """Wait while FFmpeg keeps listing segments; ``None`` once closed, else (reason, why) it failed."""
-        stamp = _index_stamp(self.folder)
         progress = time.monotonic()
         limit = self.stall_after + START_GRACE_S  # the first segment: connect and probe first
         while not self._closed.wait(0.5):
             if proc.poll() is not None:
                 return "exited", f"FFmpeg stream copy exited with code {proc.returncode}"
-            if (now_stamp := _index_stamp(self.folder)) != stamp:
-                stamp, progress, limit = now_stamp, time.monotonic(), self.stall_after
+            if self._listed_a_segment():
+                progress, limit = time.monotonic(), self.stall_after
                 self._failures = 0  # recording again: the next failure restarts after the shortest wait
-                if self.metrics is not None:
-                    self.metrics.last_segment.labels(self.camera).set(time.time())
             elif time.monotonic() - progress > limit:
                 return "stalled", f"FFmpeg listed no new segment for {limit:.0f} s (camera silent or FFmpeg hung)"
         return None
 
     # -- process --------------------------------------------------------------------------
+    def _listed_a_segment(self) -> bool:
+        """Whether FFmpeg listed a new segment since the last look (sets the last-segment gauge)."""
+        stamp = _index_stamp(self.folder)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        if self.metrics is not None:
+            self.metrics.last_segment.labels(self.camera).set(time.time())
+        return True
+
     def _spawn(self, command: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
         if stdin is None and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
             command = [_SETPRIV, "--pdeathsig", "TERM", *command]
@@ -241,6 +290,7 @@ class SegmentRecorder:
         except OSError as exc:
             raise VidwatchError(f"cannot start {FFMPEG} for camera {self.camera} clips: {exc}; install FFmpeg "
                                 f"(deploy/install-system-deps.sh) or set evidence.clips: false") from exc
+        self._spawned_at = time.monotonic()
         self._stderr_tail = deque(maxlen=STDERR_TAIL)  # this run's; a dead run's reader keeps its own
         assert proc.stderr is not None
         threading.Thread(target=self._log_stderr, args=(proc.stderr, self._stderr_tail),

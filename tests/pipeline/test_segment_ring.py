@@ -9,10 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -175,6 +177,44 @@ def test_a_hung_ffmpeg_is_restarted_and_the_ring_records_again(tmp_path: Path) -
     assert restarts("exited") == 0 and restarts("spawn") == 0
     assert registry.get_sample_value("vidwatch_segment_ring_last_segment_timestamp_seconds",
                                      {"camera": "cam0"}) > hung_at
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ffmpeg_missing() is not None, reason=str(ffmpeg_missing()))
+def test_a_hung_encoder_is_restarted_while_frames_come_and_the_ring_records_again(tmp_path: Path) -> None:
+    """Encode mode: a hung FFmpeg blocks the writer thread on its stdin pipe; the watchdog kills it."""
+    registry = CollectorRegistry()
+    recorder = SegmentRecorder("cam", "file.mp4", 10.0, tmp_path, EvidenceConfig(segment_s=1.0),
+                               RingMetrics(registry), stall_after=3.0)
+    folder = ring_dir(tmp_path, "cam")
+    stop = threading.Event()
+
+    def feed() -> None:  # a camera at 10 fps
+        i = 0
+        while not stop.wait(0.1):
+            frame = np.zeros((180, 320, 3), np.uint8)
+            frame[60:120, i * 3 % 300:i * 3 % 300 + 20] = (0, 200, 255)
+            recorder.write(frame)
+            i += 1
+
+    recorder.start()
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        assert _wait(lambda: len(read_index(folder)) >= 1, 60), "the ring never listed a segment"
+        proc = recorder._proc
+        assert proc is not None and proc.poll() is None
+        os.kill(proc.pid, signal.SIGSTOP)
+        hung_at = time.time()
+        assert _wait(lambda: (registry.get_sample_value("vidwatch_segment_ring_restarts_total",
+                                                        {"camera": "cam", "reason": "stalled"}) or 0) >= 1, 30)
+        assert _wait(lambda: any(s.start > hung_at for s in read_index(folder)), 60), \
+            "no segment recorded after the restart"
+    finally:
+        stop.set()
+        feeder.join()
+        recorder.close()
+    assert proc.poll() is not None, "the hung encoder was left running"
 
 
 @pytest.mark.rtsp
