@@ -74,6 +74,16 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("Age of the last frame", "Seconds since the camera's latest frame was decoded.", [
             Query(f"time() - max by (camera) (vidwatch_last_frame_timestamp_seconds{{{CAM}}})", "{{camera}}"),
         ], unit="s"),
+        Panel("Clip recorder: age of the last segment", "Seconds since the camera's FFmpeg segment ring listed "
+              "a finished segment: about segment_s while it records.", [
+            Query(f"time() - max by (camera) (vidwatch_segment_ring_last_segment_timestamp_seconds{{{CAM}}})",
+                  "{{camera}}"),
+        ], unit="s"),
+        Panel("Clip recorder restarts", "FFmpeg segment-ring restarts by reason (exited; stalled: no segment listed "
+              "in time; spawn); alert VidwatchClipRecorderFailing fires at 3 in 15 min.", [
+            Query(f"sum by (camera, reason) (increase(vidwatch_segment_ring_restarts_total{{{CAM}}}{RATE}))",
+                  "{{camera}} {{reason}}"),
+        ]),
     ]),
     ("Inference", [
         Panel("Inference latency", "Time to run every model on one batch.",
