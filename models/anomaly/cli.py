@@ -59,9 +59,11 @@ def evaluate(model: Path | None, data: Path, labels: Path, as_json: bool, out: P
 
 
 def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
-                   cache: Path | None = None, family: str = "all") -> int:
-    """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``;
-    prints the JSON report last."""
+                   cache: Path | None = None, family: str = "all", flow: str | None = None,
+                   first_flow: str | None = None) -> int:
+    """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
+    every variant on the DIS flow ``flow`` (``PRESET[@SCALE]``; None: each variant's own) and first-frame
+    handling ``first_flow``; prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig
@@ -72,10 +74,11 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                                    "fitted on (e.g. ../shared/data/ucsd_ped2/train)"))
     out = Path(out or EVAL_OUT / "cv")
     try:
+        flow_settings = {"first": first_flow, **_flow_option(flow)}
         config = AnomalyConfig()
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
         report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
-                     family_name=family)
+                     family_name=family, flow=flow_settings)
     except VidwatchError as exc:
         return _fail(exc)
     if not as_json:
@@ -83,6 +86,21 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
         print(f"plots and error gallery in {out}")
     print(json.dumps(report))
     return 0
+
+
+def _flow_option(flow: str | None) -> dict[str, object]:
+    """``PRESET[@SCALE]`` -> ``{"preset": ..., "scale": ...}``, checked (a bad value names what is valid)."""
+    from pipeline.features.flow import FlowCells
+
+    if flow is None:
+        return {}
+    preset, _, scale_text = flow.partition("@")
+    try:
+        scale = float(scale_text or 1.0)
+        FlowCells(16, 16, preset=preset, scale=scale)
+    except ValueError as exc:
+        raise VidwatchError(f"--flow {flow!r}: {exc}; e.g. --flow fast@0.5") from None
+    return {"preset": preset, "scale": scale}
 
 
 def build_shipped(out_dir: Path, trunk_path: Path) -> Path:

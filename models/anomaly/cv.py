@@ -26,7 +26,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from models.anomaly.cache import FeatureCache
 from models.anomaly.fit import AnomalyConfig
 from pipeline.calibration import anomaly_parts, anomaly_weights_scale, fit_anomaly_parts, held_out_anomaly_parts
 from pipeline.errors import VidwatchError
+from pipeline.features.flow import borrow_first
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,19 @@ class Variant:
     appearance_weight: float = 0.5
     motion: str = "all"  # which flow deviations count (pipeline.calibration.MOTION_MODES)
     appearance_pool: str = "cell"  # patch memory per cell, or per image row (pipeline.calibration.appearance_banks)
+    # The flow feature (pipeline.features.flow): DIS preset, resolution scale, and a run's first frame
+    # ("zero" flow, or "next": borrows the second frame's). Not grid axes: fixed per CV run (--flow, --first-flow).
+    flow_preset: str = "medium"
+    flow_scale: float = 1.0
+    flow_first: str = "zero"
 
     @property
     def name(self) -> str:
         suffix = "" if self.appearance_pool == "cell" else f"-m{self.appearance_pool}"
+        if (self.flow_preset, self.flow_scale) != ("medium", 1.0):
+            suffix += f"-{self.flow_preset}@{self.flow_scale:g}"
+        if self.flow_first != "zero":
+            suffix += f"-first{self.flow_first}"
         return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}{suffix}"
 
     def config(self) -> AnomalyConfig:
@@ -62,7 +72,8 @@ class Variant:
         base = AnomalyConfig()
         window = ALERT_WINDOW if self.window == 1 else self.window  # the alert score keeps its window
         return AnomalyConfig(window_frames=window, frame_score="window" if self.window > 1 else "peak",
-                             flow_quantile=self.flow_quantile,
+                             flow_quantile=self.flow_quantile, flow_preset=self.flow_preset,
+                             flow_scale=self.flow_scale, flow_first=self.flow_first,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
                                   "motion_mode": self.motion, "appearance_pool": self.appearance_pool})
 
@@ -134,18 +145,24 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
     out: list[VariantScores] = []
     c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
     c4_test = {name: cache.c4(clip).astype(np.float32) for name, clip in test.items()}
-    for memory, motion, pool, q in sorted({(v.appearance_pool, v.motion, v.pool, v.flow_quantile) for v in variants}):
-        spec = AnomalyConfig(flow_quantile=q).flow_spec
-        flow_normal = np.concatenate([cache.flow(c, spec) for c in normal])
+    for key in sorted({_fit_key(v) for v in variants}):
+        memory, motion, pool, q, preset, scale, first = key
+        config = AnomalyConfig(flow_quantile=q, flow_preset=preset, flow_scale=scale, flow_first=first)
+
+        # per clip: one run of consecutive frames, its first frame handled as live after a gap
+        def flow(clip: Path, config: AnomalyConfig = config, first: str = first) -> np.ndarray:
+            stats = cache.flow(clip, config.flow_spec)
+            return borrow_first(stats) if first == "next" else stats
+
+        flow_normal = np.concatenate([flow(c) for c in normal])
         fit_params = {**base, "pool": pool, "motion_mode": motion, "appearance_pool": memory}
         started = time.perf_counter()
         motion_ho, appearance_ho = held_out_anomaly_parts(c4_normal, flow_normal, fit_params)
         state = fit_anomaly_parts(c4_normal, flow_normal, fit_params)
-        parts = {name: anomaly_parts(c4_test[name], cache.flow(clip, spec), state) for name, clip in test.items()}
-        logger.info("fitted memory=%s motion=%s pool=%s q=%g in %.0f s", memory, motion, pool, q,
-                    time.perf_counter() - started)
+        parts = {name: anomaly_parts(c4_test[name], flow(clip), state) for name, clip in test.items()}
+        logger.info("fitted %s in %.0f s", key, time.perf_counter() - started)
         for v in variants:
-            if (v.appearance_pool, v.motion, v.pool, v.flow_quantile) != (memory, motion, pool, q):
+            if _fit_key(v) != key:
                 continue
             weights, scale = anomaly_weights_scale(motion_ho, appearance_ho, v.config().window_frames,
                                                    {**fit_params, "appearance_weight": v.appearance_weight})
@@ -155,6 +172,19 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
             out.append(VariantScores(v, scores, maps))
     order = {v: i for i, v in enumerate(variants)}
     return sorted(out, key=lambda s: order[s.variant])
+
+
+def _fit_key(v: Variant) -> tuple[str, str, str, float, str, float, str]:
+    """What a fit depends on (window and appearance weight are applied to its held-out parts)."""
+    return v.appearance_pool, v.motion, v.pool, v.flow_quantile, v.flow_preset, v.flow_scale, v.flow_first
+
+
+def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,
+              first: str | None = None) -> tuple[Variant, ...]:
+    """``variants`` with the flow feature set (None keeps each variant's own)."""
+    changes: dict[str, Any] = {k: v for k, v in (("flow_preset", preset), ("flow_scale", scale),
+                                                 ("flow_first", first)) if v is not None}
+    return tuple(replace(v, **changes) for v in variants)
 
 
 # -- the protocol ------------------------------------------------------------------------------
@@ -243,14 +273,15 @@ def variant_table(results: Sequence[VariantScores], labels: Mapping[str, np.ndar
 # -- the command ---------------------------------------------------------------------------------
 def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
                    cache_dir: Path, variants: Sequence[Variant] = GRID, gallery_count: int = 6,
-                   family_name: str = "all") -> dict[str, Any]:
-    """Run the protocol within the design family ``family_name`` of ``variants``; write ``cv.json``,
+                   family_name: str = "all", flow: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run the protocol within the design family ``family_name`` of ``variants`` (their flow feature
+    set by ``flow``: ``preset``, ``scale``, ``first``, see :func:`with_flow`); write ``cv.json``,
     ``cv.md``, out-of-fold plots and an error gallery to ``out``."""
     from models.anomaly.evaluate import read_labels
     from models.anomaly.footage import FootageError, find_clips
     from models.anomaly.gallery import error_gallery, plot_clip
 
-    variants = family(family_name, variants)
+    variants = with_flow(family(family_name, variants), **(flow or {}))
     if not variants:
         raise VidwatchError(f"design family {family_name!r} holds none of the {len(GRID)} grid variants given")
     labels = read_labels(labels_path)

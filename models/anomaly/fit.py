@@ -25,7 +25,7 @@ from models.trunk import TRUNK_OUTPUT, build_trunk
 from pipeline.calibration import FITTERS
 from pipeline.engines import create_engine
 from pipeline.features import create_feature
-from pipeline.features.flow import CHANNELS, KIND, grid_shape
+from pipeline.features.flow import CHANNELS, KIND, borrow_first, grid_shape
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ class AnomalyConfig:
     fps: float = 10.0  # flow magnitudes are in pixels per frame at this rate
     window_frames: int = 3  # alert score = mean of the window's per-frame peaks
     frame_score: str = "peak"  # "peak": a frame's own peak; "window": the window mean (temporal smoothing)
-    flow_preset: str = "medium"  # DIS at full resolution: 'fast' (coarser finest scale) loses ~2.5 AUC points
+    flow_preset: str = "medium"  # DIS preset (pipeline.features.flow)
+    flow_scale: float = 1.0  # DIS on the input downscaled by this (cells of 16*scale px there: same grid)
+    flow_first: str = "zero"  # a run's first frame: "zero" flow, or "next" (borrows the second frame's)
     flow_quantile: float = 0.9  # speed quantile per 16-px cell; higher keeps small far-field movers
     calibration_seconds: float = 120.0
     fit: dict[str, Any] = field(default_factory=lambda: {
@@ -52,8 +54,14 @@ class AnomalyConfig:
 
     @property
     def flow_spec(self) -> dict[str, Any]:
-        return {"kind": KIND, "height": self.height, "width": self.width, "cell": 16, "preset": self.flow_preset,
+        spec = {"kind": KIND, "height": self.height, "width": self.width, "cell": 16, "preset": self.flow_preset,
                 "quantile": self.flow_quantile}
+        # defaults left out: manifests and feature-cache keys of earlier packages stay as they were
+        if self.flow_scale != 1.0:
+            spec["scale"] = self.flow_scale
+        if self.flow_first != "zero":
+            spec["first"] = self.flow_first
+        return spec
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -69,7 +77,9 @@ def extract_features(clips: list[Path], trunk: Path, config: AnomalyConfig, batc
     for clip in clips:
         flow = create_feature(config.flow_spec)
         frames = list(read_clip(clip, config.height, config.width, config.fps))
-        flow_parts.extend(flow(frame) for frame in frames)
+        stats = np.stack([flow(frame) for frame in frames])
+        # a clip is one run of consecutive frames: its first frame is handled as live after a gap
+        flow_parts.extend(borrow_first(stats) if config.flow_first == "next" else stats)
         for start in range(0, len(frames), batch):
             c4_parts.append(engine.run({"frames": np.stack(frames[start:start + batch])})[TRUNK_OUTPUT])
         logger.info("features of %s: %d frames", clip, len(frames))

@@ -3,12 +3,18 @@
 Kind ``flow_cells``. Each frame is compared with the camera's previous frame; the flow field
 is reduced to ``CHANNELS`` statistics per ``cell x cell`` pixel cell, on the same grid as the
 stride-16 trunk map ``c4`` (``ceil(H/16) x ceil(W/16)``), so motion and appearance scores line
-up location by location. The first frame of a camera has zero flow.
+up location by location. The first frame of a camera (or after a gap) has no previous frame:
+its flow is zero, or with ``first="next"`` the window ring and calibration replace it by the
+second frame's (the flow into frame 1 is the best estimate of the motion at frame 0; see
+``borrow_first`` and ``pipeline.camera_state``).
 
 Params (manifest ``runtime_features.<name>``): ``height``/``width`` (the package input size;
 other frame sizes are resized to it so magnitudes stay in the units the model was fitted in),
 ``cell`` (16), ``preset`` (``ultrafast`` | ``fast`` | ``medium``), ``moving_px`` (1.0),
-``quantile`` (0.9).
+``quantile`` (0.9), ``scale`` (1.0: DIS runs on the input downscaled by ``scale``, cells of
+``cell * scale`` pixels there, so the grid is unchanged; the flow is scaled back to input
+pixels per frame, so ``moving_px`` and the statistics keep their units), ``first``
+(``"zero"`` | ``"next"``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ _PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+
+
+FIRST_FRAME = ("zero", "next")
 
 
 def grid_shape(height: int, width: int, cell: int = 16) -> tuple[int, int]:
@@ -53,15 +62,40 @@ def cell_stats(flow: np.ndarray, cell: int, moving_px: float, quantile: float) -
     return out
 
 
+def scaled_cell(cell: int, scale: float) -> int:
+    """Cell size in pixels of the flow field computed at ``scale``; must be a whole number."""
+    px = cell * scale
+    if not 0 < scale <= 1 or px != int(px):
+        raise ValueError(f"flow scale {scale} must be in (0, 1] and make whole cells of {cell}*scale pixels "
+                         f"(e.g. 0.5 or 0.25 for 16-px cells)")
+    return int(px)
+
+
+def borrow_first(stats: np.ndarray) -> np.ndarray:
+    """``[F, ...]`` flow stats of one run of consecutive frames with frame 0 replaced by frame 1's
+    (what the window ring and calibration do live for ``first="next"``)."""
+    if len(stats) > 1:
+        stats = stats.copy()
+        stats[0] = stats[1]
+    return stats
+
+
 class FlowCells:
     """Per-camera DIS flow between consecutive frames, summarized per cell."""
 
     def __init__(self, height: int, width: int, cell: int = 16, preset: str = "medium",
-                 moving_px: float = 1.0, quantile: float = 0.9) -> None:
+                 moving_px: float = 1.0, quantile: float = 0.9, scale: float = 1.0, first: str = "zero") -> None:
         if preset not in _PRESETS:
             raise ValueError(f"unknown DIS preset {preset!r}; valid: {', '.join(_PRESETS)}")
+        if first not in FIRST_FRAME:
+            raise ValueError(f"unknown first-frame flow {first!r}; valid: {', '.join(FIRST_FRAME)}")
         self.size = (int(width), int(height))
+        self.scale = float(scale)
         self.cell, self.moving_px, self.quantile = int(cell), float(moving_px), float(quantile)
+        self.cell_px = scaled_cell(self.cell, self.scale)
+        self.flow_size = (round(width * self.scale), round(height * self.scale))
+        # The window ring and calibration replace a run's first frame by its second (pipeline.camera_state)
+        self.borrows_next = first == "next"
         self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])  # type: ignore[attr-defined]
         self._previous: np.ndarray | None = None
 
@@ -69,17 +103,23 @@ class FlowCells:
         self._previous = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return cell_stats(self.field(frame), self.cell, self.moving_px, self.quantile)
+        return cell_stats(self.field(frame), self.cell_px, self.moving_px, self.quantile)
 
     def field(self, frame: np.ndarray) -> np.ndarray:
-        """The dense ``[H, W, 2]`` DIS flow from the previous frame to ``frame`` (zeros for the first)."""
+        """The dense DIS flow from the previous frame to ``frame`` (zeros for the first), ``[h, w, 2]``
+        at the flow resolution (input size times ``scale``), in input pixels per frame."""
         if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        gray = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if self.flow_size != self.size:
+            gray = cv2.resize(gray, self.flow_size, interpolation=cv2.INTER_AREA)
+        gray = np.ascontiguousarray(gray)
         if self._previous is None:
             flow = np.zeros((*gray.shape, 2), np.float32)
         else:
             flow = self._dis.calc(self._previous, gray, None)
+            if self.scale != 1.0:
+                flow *= 1.0 / self.scale
         self._previous = gray
         return flow
 
