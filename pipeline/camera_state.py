@@ -79,6 +79,11 @@ class CameraPackageState:
                                       if not s.startswith("state.") and _is_frame_source(s, m)})
         self.features: dict[str, FrameFeature] = {
             f"runtime.{name}": create_feature(spec) for name, spec in m.runtime_features.items()}
+        # Features whose run-first frame (camera start, after a gap) takes the second frame's value
+        # (flow with first="next": the first frame has no previous one); see _borrow_first.
+        self._borrowing = [k for k, f in self.features.items() if getattr(f, "borrows_next", False)]
+        self._run_length = 0  # frames pushed since the camera started or since the last gap
+        self._run_first: dict[str, np.ndarray] | None = None  # the stored arrays of the run's first frame
         self.metas: deque[FrameMeta] = deque(maxlen=frames)
         self.ring: dict[str, deque[np.ndarray]] = {s: deque(maxlen=frames) for s in self.window_sources}
         self.since_window = 0
@@ -157,8 +162,9 @@ class CameraPackageState:
         :meth:`compute_features`); True when a window is due (ring full and stride reached).
 
         After a ``gap`` the ring starts empty: a window is only ever ``frames`` consecutive frames."""
+        self._run_length = 1 if gap else self._run_length + 1
         if self.calibrating:
-            self._collect(meta, sources, gap)
+            self._borrow_first(self._collect(meta, sources, gap), sources)
             return False
         if gap:
             for ring in self.ring.values():
@@ -167,31 +173,52 @@ class CameraPackageState:
             self.since_window = 0
         # Copies, not views: a view of one row keeps the whole batch's output (or the whole received
         # message, for the frame) alive, and a ring of T rows from T batches would pin T batches per camera.
+        stored: dict[str, np.ndarray] = {}
         for key in self.window_sources:
-            self.ring[key].append(np.array(sources[key], copy=True))
+            stored[key] = np.array(sources[key], copy=True)
+            self.ring[key].append(stored[key])
+        self._borrow_first(stored, sources)
         self.metas.append(meta)
         self.last_frame = np.array(frame, copy=True)
         self.since_window += 1
         return len(self.metas) == self.frames and (self.since_window >= self.stride or self.since_window == self.frames)
+
+    def _borrow_first(self, stored: dict[str, np.ndarray] | None, sources: dict[str, np.ndarray]) -> None:
+        """A run's first frame has no motion features (no previous frame): when its second frame
+        arrives, the first frame's stored copies (in the ring or the calibration collection) of the
+        borrowing features take the second frame's values. No window is scored in between: a window
+        holds at least two frames (``pipeline.features.flow.borrow_first`` is the offline equivalent)."""
+        if not self._borrowing:
+            return
+        if self._run_length == 1:
+            self._run_first = {k: stored[k] for k in self._borrowing if k in stored} if stored else None
+        elif self._run_length == 2 and self._run_first:
+            for key, first in self._run_first.items():
+                np.copyto(first, sources[key])
+            self._run_first = None
 
     def take_window(self) -> Window:
         self.since_window = 0
         return Window(list(self.metas), {k: list(v) for k, v in self.ring.items()}, self.last_frame)
 
     # -- calibration ---------------------------------------------------------------------
-    def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray], gap: bool) -> None:
+    def _collect(self, meta: FrameMeta, sources: dict[str, np.ndarray], gap: bool) -> dict[str, np.ndarray] | None:
+        """Keep this frame's calibration sources; returns the stored copies (None: not kept)."""
         spec = self.package.manifest.calibration
         assert spec is not None
         if self._fitting is not None:
-            return  # the fit runs in the background; frames meanwhile are neither kept nor scored
-        for key in spec.collect:
-            self._collected.setdefault(key, []).append(np.array(sources[key], copy=True))
+            return None  # the fit runs in the background; frames meanwhile are neither kept nor scored
+        stored = {key: np.array(sources[key], copy=True) for key in spec.collect}
+        for key, value in stored.items():
+            self._collected.setdefault(key, []).append(value)
         segment = self._segments[-1] if self._segments else 0
         self._segments.append(segment + 1 if gap and self._segments else segment)
         if self._calibration_start is None:
             self._calibration_start = meta.t_stream
         if meta.t_stream - self._calibration_start >= (self.calibration_seconds or spec.seconds):
             self._fit()
+            return None  # handed to the fit (which may already be stacking them): no later borrowing
+        return stored
 
     def wait_fitted(self, timeout: float) -> bool:
         """Block until a background fit finishes (tests, tools); True when the camera scores now."""

@@ -200,3 +200,47 @@ def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk:
     assert fitted_state is not None and set(fitted_state) >= set(STATE_INPUTS)
     assert (fitted_state["flow_lower"][2] == 0).all() and not fitted_state["flow_inv_std"][0].any()
     assert results and all(np.isfinite(r.scores).all() for r in results)
+
+
+def test_first_frame_of_a_run_borrows_the_next_flow_live_as_in_the_cv(normal_dir: Path, trunk: Path, ped2: Path,
+                                                                      tmp_path: Path) -> None:
+    """flow first="next" at half resolution: the runner (live, across a gap, and in live calibration)
+    scores a run's first frame with the second frame's flow, as the CV's numpy assembly does."""
+    from models.anomaly.cv import Variant, live_frame_scores
+    from pipeline.features.flow import borrow_first
+
+    config = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_preset="fast", flow_scale=0.5,
+                     flow_first="next").config()
+    package = load_package(fit_package(normal_dir, tmp_path / "first", seed=0, trunk=trunk, config=config))
+    spec = package.manifest.runtime_features["flow"]
+    assert spec["scale"] == 0.5 and spec["first"] == "next" and spec["preset"] == "fast"
+    state = package.shipped_state()
+    assert state is not None
+    frames = _frames(ped2, "Test002", 100, 10)  # a cyclist crosses: the first frame moves
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+
+    def cv_scores(run: list[np.ndarray], run_c4: np.ndarray, first: str = "next") -> np.ndarray:
+        flow = create_feature({**spec, "first": first})
+        stats = np.stack([flow(f) for f in run])
+        stats = borrow_first(stats) if first == "next" else stats
+        peaks = anomaly_maps(run_c4, stats, state).reshape(len(run), -1).max(axis=1) * state["scale"][0]
+        return live_frame_scores(peaks, 1)
+
+    live = score_frames(package, frames).frame_scores
+    np.testing.assert_allclose(live, cv_scores(frames, c4), rtol=1e-4, atol=1e-4)
+    assert abs(live[0] - cv_scores(frames, c4, "zero")[0]) > 1e-3  # the borrowed flow changed frame 0's score
+    # after a gap (capture flag at frame 5) the new run's first frame borrows again
+    runner = PackageRunner([package])
+    runner.add_camera("cam", [Subscription(package.name, stride=1)])
+    metas = [FrameMeta("cam", i, 0.0, i / 10, gap=i == 5) for i in range(10)]
+    results = runner.process(np.stack(frames), metas)
+    after = next(r for r in results if r.first.seq == 5)
+    assert after.frame_scores is not None
+    np.testing.assert_allclose(after.frame_scores, cv_scores(frames[5:], c4[5:])[:len(after.frame_scores)],
+                               rtol=1e-4, atol=1e-4)
+    # live calibration collects the borrowed first frame of each run
+    runner.add_camera("cal", [Subscription(package.name, calibrate_seconds=60)])
+    runner.process(np.stack(frames[:6]), [FrameMeta("cal", i, 0.0, i / 10, gap=i == 3) for i in range(6)])
+    collected = np.stack(runner.camera_states("cal")[package.name]._collected[MOTION])
+    assert collected[0].any() and (collected[0] == collected[1]).all() and (collected[3] == collected[4]).all()
+    assert not (collected[2] == collected[3]).all()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.features import FRAME_FEATURES, create_feature
-from pipeline.features.flow import CHANNELS, KIND, cell_stats, grid_shape
+from pipeline.features.flow import CHANNELS, KIND, borrow_first, cell_stats, grid_shape
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,34 @@ def test_cell_stats_pads_partial_cells() -> None:
 def test_unknown_preset_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="ultrafast, fast, medium"):
         create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "slow"})
+
+
+@pytest.mark.parametrize("preset", ["fast", "medium"])
+def test_half_resolution_flow_keeps_the_grid_and_input_pixel_units(preset: str) -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (260, 380), dtype=np.uint8), (5, 5), 0)
+    a, b = texture[10:250, 10:370], texture[10:250, 6:366]  # content moves 4 px right (2 px at half size)
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": preset, "scale": 0.5})
+    assert feature.field(np.repeat(a[..., None], 3, axis=2)).shape == (120, 180, 2)  # type: ignore[attr-defined]
+    stats = feature(np.repeat(b[..., None], 3, axis=2))
+    assert stats.shape == (4, 15, 23)  # the c4 grid: 8-px cells at half size
+    inner = stats[:, 2:-2, 2:-2]
+    assert np.median(inner[0]) == pytest.approx(4.0, abs=0.4)  # in input pixels per frame
+    assert np.median(inner[3]) == 1.0  # moving fraction against moving_px in input pixels
+
+
+def test_bad_scale_and_first_frame_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="whole cells"):
+        create_feature({"kind": KIND, "height": 240, "width": 360, "scale": 0.3})
+    with pytest.raises(ValueError, match="zero, next"):
+        create_feature({"kind": KIND, "height": 240, "width": 360, "first": "previous"})
+
+
+def test_borrow_first_copies_the_second_frame_only() -> None:
+    stats = np.arange(3 * 4 * 2 * 2, dtype=np.float32).reshape(3, 4, 2, 2)
+    stats[0] = 0
+    got = borrow_first(stats)
+    np.testing.assert_array_equal(got[0], stats[1])
+    np.testing.assert_array_equal(got[1:], stats[1:])
+    assert not stats[0].any()  # the input is left alone
+    np.testing.assert_array_equal(borrow_first(stats[:1]), stats[:1])  # one frame: nothing to borrow
