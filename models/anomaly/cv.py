@@ -333,6 +333,9 @@ def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk
         "shipped": SHIPPED.name,  # what `make models` builds; differs from the chosen one when the grid or data changed
         "current_design": summary(current.scores, labels) if current else None,
         "variants": variant_table(results, labels, counts),
+        "first_frames": {c: {"label": int(labels[c][0]), "oof_score": round(float(cv["oof_scores"][c][0]), 4),
+                             "threshold": thresholds[c], "alarm": bool(cv["oof_scores"][c][0] > thresholds[c])}
+                         for c in sorted(labels)},  # a run's first frame has no previous one (flow `first`)
         "plots": plots, "gallery": gallery, "seconds": round(time.perf_counter() - started, 1),
     }
     import json
@@ -353,6 +356,11 @@ def markdown(report: Mapping[str, Any]) -> str:
     for f in cv["folds"]:
         lines.append(f"| {f['held_out']} | {cv['n_normal'][f['held_out']]} | {f['variant']} | {f['threshold']} | "
                      f"{f['inner_auc']} | {f['held_out_auc']} |")
+    first = report.get("first_frames", {})
+    if first:
+        lines += ["", "First frame of each clip (no previous frame), out of fold: " + "; ".join(
+            f"{c} label {f['label']} score {f['oof_score']} {'alarm' if f['alarm'] else 'no alarm'} "
+            f"(threshold {f['threshold']})" for c, f in first.items()) + "."]
     lines += ["", f"Chosen on all clips: `{report['chosen_on_all_clips']}`; `make models` ships `{report['shipped']}`.",
               "",
               "| variant | pooled AUC | clip AUC mean | clip AUC min | recall @1 | false alarms @1 | chosen in folds |",
