@@ -10,7 +10,8 @@ second frame's (the flow into frame 1 is the best estimate of the motion at fram
 
 Params (manifest ``runtime_features.<name>``): ``height``/``width`` (the package input size;
 other frame sizes are resized to it so magnitudes stay in the units the model was fitted in),
-``cell`` (16), ``preset`` (``ultrafast`` | ``fast`` | ``medium``), ``moving_px`` (1.0),
+``cell`` (16), ``preset`` (``ultrafast`` | ``fast`` | ``medium`` | ``ultrafast-fine`` |
+``medium-norefine``, see ``_PRESETS``), ``moving_px`` (1.0),
 ``quantile`` (0.9), ``scale`` (1.0: DIS runs on the input downscaled by ``scale``, cells of
 ``cell * scale`` pixels there, so the grid is unchanged; the flow is scaled back to input
 pixels per frame, so ``moving_px`` and the statistics keep their units), ``first``
@@ -30,11 +31,30 @@ KIND = "flow_cells"
 # Per-cell statistics, in channel order. Speed alone misses slow odd movers; the fraction of
 # moving pixels (object size) and the mean direction carry what speed does not.
 CHANNELS = ("dx", "dy", "speed_q", "moving_frac")
-_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+# name -> (OpenCV preset, finest pyramid level or None for the preset's, variational refinement
+# iterations or None). OpenCV's ultrafast and fast stop at 1/4 of the input; medium at 1/2. The two
+# derived presets keep medium's finest level (small far-field movers need it, models/anomaly/README.md
+# round 3) and cut the search (ultrafast-fine) or the variational refinement (medium-norefine).
+_PRESETS: dict[str, tuple[int, int | None, int | None]] = {
+    "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None, None),
+    "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None, None),
+    "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None, None),
+    "ultrafast-fine": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1, None),
+    "medium-norefine": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None, 0),
 }
+
+
+def create_dis(preset: str) -> Any:
+    """An OpenCV DIS optical flow object for one of ``_PRESETS``."""
+    if preset not in _PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; valid: {', '.join(_PRESETS)}")
+    base, finest, refine = _PRESETS[preset]
+    dis = cv2.DISOpticalFlow_create(base)  # type: ignore[attr-defined]
+    if finest is not None:
+        dis.setFinestScale(finest)
+    if refine is not None:
+        dis.setVariationalRefinementIterations(refine)
+    return dis
 
 
 FIRST_FRAME = ("zero", "next")
@@ -85,8 +105,6 @@ class FlowCells:
 
     def __init__(self, height: int, width: int, cell: int = 16, preset: str = "medium",
                  moving_px: float = 1.0, quantile: float = 0.9, scale: float = 1.0, first: str = "zero") -> None:
-        if preset not in _PRESETS:
-            raise ValueError(f"unknown DIS preset {preset!r}; valid: {', '.join(_PRESETS)}")
         if first not in FIRST_FRAME:
             raise ValueError(f"unknown first-frame flow {first!r}; valid: {', '.join(FIRST_FRAME)}")
         self.size = (int(width), int(height))
@@ -96,7 +114,7 @@ class FlowCells:
         self.flow_size = (round(width * self.scale), round(height * self.scale))
         # The window ring and calibration replace a run's first frame by its second (pipeline.camera_state)
         self.borrows_next = first == "next"
-        self._dis = cv2.DISOpticalFlow_create(_PRESETS[preset])  # type: ignore[attr-defined]
+        self._dis = create_dis(preset)
         self._previous: np.ndarray | None = None
 
     def reset(self) -> None:
