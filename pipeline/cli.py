@@ -132,9 +132,10 @@ def _models_parsers(sub: Any) -> None:
                          "image row, restricted a priori; see models/anomaly/README.md)")
     en.add_argument("--flow", default=None, metavar="PRESET[@SCALE]",
                     help="with --cv: the DIS flow every variant uses (ultrafast|fast|medium, optionally @0.5 for "
-                         "half resolution); default: each variant's own (medium@1)")
+                         "half resolution); default: the shipped package's (medium@1)")
     en.add_argument("--first-flow", default=None, choices=("zero", "next"),
-                    help="with --cv: a run's first frame has zero flow, or borrows the second frame's")
+                    help="with --cv: a run's first frame has zero flow, or borrows the second frame's; default: the "
+                         "shipped package's (next)")
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
                     else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache, a.family,

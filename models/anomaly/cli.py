@@ -62,8 +62,8 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                    cache: Path | None = None, family: str = "all", flow: str | None = None,
                    first_flow: str | None = None) -> int:
     """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
-    every variant on the DIS flow ``flow`` (``PRESET[@SCALE]``; None: each variant's own) and first-frame
-    handling ``first_flow``; prints the JSON report last."""
+    every variant on the DIS flow ``flow`` (``PRESET[@SCALE]``) and first-frame handling ``first_flow``
+    (None: the shipped package's, ``AnomalyConfig``); prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig
@@ -74,8 +74,9 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                                    "fitted on (e.g. ../shared/data/ucsd_ped2/train)"))
     out = Path(out or EVAL_OUT / "cv")
     try:
-        flow_settings = {"first": first_flow, **_flow_option(flow)}
         config = AnomalyConfig()
+        flow_settings = {"preset": config.flow_preset, "scale": config.flow_scale,
+                         "first": first_flow or config.flow_first, **_flow_option(flow)}
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
         report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
                      family_name=family, flow=flow_settings)

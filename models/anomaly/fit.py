@@ -44,7 +44,7 @@ class AnomalyConfig:
     frame_score: str = "peak"  # "peak": a frame's own peak; "window": the window mean (temporal smoothing)
     flow_preset: str = "medium"  # DIS preset (pipeline.features.flow)
     flow_scale: float = 1.0  # DIS on the input downscaled by this (cells of 16*scale px there: same grid)
-    flow_first: str = "zero"  # a run's first frame: "zero" flow, or "next" (borrows the second frame's)
+    flow_first: str = "next"  # a run's first frame borrows the second frame's flow ("zero": none; README round 3)
     flow_quantile: float = 0.9  # speed quantile per 16-px cell; higher keeps small far-field movers
     calibration_seconds: float = 120.0
     fit: dict[str, Any] = field(default_factory=lambda: {
@@ -56,11 +56,10 @@ class AnomalyConfig:
     def flow_spec(self) -> dict[str, Any]:
         spec = {"kind": KIND, "height": self.height, "width": self.width, "cell": 16, "preset": self.flow_preset,
                 "quantile": self.flow_quantile}
-        # defaults left out: manifests and feature-cache keys of earlier packages stay as they were
+        # scale 1 left out: feature-cache keys of earlier runs stay valid (the cache ignores ``first``)
         if self.flow_scale != 1.0:
             spec["scale"] = self.flow_scale
-        if self.flow_first != "zero":
-            spec["first"] = self.flow_first
+        spec["first"] = self.flow_first
         return spec
 
     @property

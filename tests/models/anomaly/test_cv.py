@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from models.anomaly.cv import (
     live_frame_scores,
     nested_cv,
     select_variant,
+    with_flow,
     youden_threshold,
 )
 from models.anomaly.evaluate import read_labels
@@ -133,6 +135,11 @@ def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_da
     assert 0.0 <= cv["pooled_auc"] <= 1.0 and set(cv["per_clip_auc"]) == set(clips)
     assert json.loads((out / "cv.json").read_text())["chosen_on_all_clips"] in {v.name for v in variants}
     assert "Nested CV: pooled frame AUC" in (out / "cv.md").read_text()
+    first = report["first_frames"]
+    assert set(first) == set(clips)
+    clip_labels = read_labels(labels_csv)
+    assert all(f["label"] == clip_labels[c][0] and f["alarm"] == (f["oof_score"] > f["threshold"])
+               for c, f in first.items())
     for clip in clips:
         image = cv2.imread(str(out / f"{clip}.png"))
         assert image is not None and image.shape[0] > 100 and image.std() > 5
@@ -150,6 +157,16 @@ def test_cross_validate_writes_report_plots_and_gallery(labelled_cuts, shared_da
     assert again["nested_cv"] == cv
 
 
+def test_flow_settings_reach_every_variant_and_its_package() -> None:
+    variants = with_flow(family("perspective"), preset="ultrafast-fine", first="next")
+    assert len(variants) == len(family("perspective")) and len({v.name for v in variants}) == len(variants)
+    assert all(v.name.endswith("-ultrafast-fine@1-firstnext") for v in variants)
+    spec = variants[0].config().flow_spec
+    assert (spec["preset"], spec["first"], "scale" in spec) == ("ultrafast-fine", "next", False)
+    assert with_flow(variants, scale=0.5)[0].config().flow_spec["scale"] == 0.5
+    assert with_flow(variants) == variants  # None keeps each variant's own
+
+
 def test_the_shipped_config_is_the_variant_cv_chose() -> None:
     """`make models` builds AnomalyConfig(); the CV within the a-priori perspective family chose this
     variant on all six shared clips (models/anomaly/README.md, round 2). Changing either without the
@@ -157,4 +174,7 @@ def test_the_shipped_config_is_the_variant_cv_chose() -> None:
     from models.anomaly.fit import AnomalyConfig
 
     assert SHIPPED.config() == AnomalyConfig()
-    assert SHIPPED in family("perspective") and SHIPPED != CURRENT
+    # round 3: the family's chosen design, its flow kept (medium@1), the first frame borrowing the second's flow
+    assert replace(SHIPPED, flow_first="zero") in family("perspective") and SHIPPED != CURRENT
+    assert (SHIPPED.flow_preset, SHIPPED.flow_scale, SHIPPED.flow_first) == ("medium", 1.0, "next")
+    assert AnomalyConfig().flow_spec["first"] == "next" and "scale" not in AnomalyConfig().flow_spec
