@@ -130,9 +130,10 @@ def _models_parsers(sub: Any) -> None:
     en.add_argument("--family", default="all", choices=("all", "perspective"),
                     help="with --cv: the design family selected within (perspective: motion statistics per "
                          "image row, restricted a priori; see models/anomaly/README.md)")
-    en.add_argument("--flow", default=None, metavar="PRESET[@SCALE]",
+    en.add_argument("--flow", default=None, metavar="PRESET[@SCALE][+FAR_PRESET:ROWS]",
                     help="with --cv: the DIS flow every variant uses (ultrafast|fast|medium, optionally @0.5 for "
-                         "half resolution); default: the shipped package's (medium@1)")
+                         "half resolution; +medium:5: the top 5 cell rows from a full-resolution medium pass on "
+                         "the far-field band); default: the shipped package's (medium@1)")
     en.add_argument("--first-flow", default=None, choices=("zero", "next"),
                     help="with --cv: a run's first frame has zero flow, or borrows the second frame's; default: the "
                          "shipped package's (next)")

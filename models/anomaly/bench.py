@@ -1,7 +1,7 @@
 """Frames per second of an anomaly package through the live runner, on the cores this process has.
 
     taskset -c 0 python -m models.anomaly.bench PACKAGE FRAME_DIR [--frames 300]
-    taskset -c 0 python -m models.anomaly.bench --flow PRESET[@SCALE] FRAME_DIR   # the flow feature alone
+    taskset -c 0 python -m models.anomaly.bench --flow PRESET[@SCALE][+FAR:ROWS] FRAME_DIR   # the flow alone
 
 Counts everything the inference stage does per frame (DIS flow, trunk, window graph, ring
 buffers) on frames already decoded at the package input size; JPEG decoding is the capture
@@ -46,22 +46,22 @@ def frames_per_second(package_dir: Path, clip: Path, count: int = 300, batch: in
             "wall_stages_ms_per_frame": {k: round(1000 * v / measured, 2) for k, v in runner.timings.seconds.items()}}
 
 
-def flow_cost(preset: str, scale: float, clip: Path, count: int = 300, height: int = 240,
+def flow_cost(flow_text: str, clip: Path, count: int = 300, height: int = 240,
               width: int = 360) -> dict[str, object]:
     """CPU ms per frame of the ``flow_cells`` feature alone (DIS + cell statistics), one OpenCV thread."""
-    from pipeline.features.flow import FlowCells
+    from pipeline.features.flow import FlowCells, parse_flow
 
     cv2.setNumThreads(1)
     frames = list(read_clip(clip, height, width))
     frames = [frames[i % len(frames)] for i in range(count + 5)]
-    flow = FlowCells(height, width, preset=preset, scale=scale)
+    flow = FlowCells(height, width, **parse_flow(flow_text))
     for frame in frames[:5]:
         flow(frame)
     wall, cpu = time.perf_counter(), time.process_time()
     for frame in frames[5:]:
         flow(frame)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {"flow": f"{preset}@{scale:g}", "cpu_ms_per_frame": round(1000 * cpu / count, 2),
+    return {"flow": flow_text, "cpu_ms_per_frame": round(1000 * cpu / count, 2),
             "wall_ms_per_frame": round(1000 * wall / count, 2)}
 
 
@@ -71,11 +71,11 @@ def main() -> None:
     parser.add_argument("clip", type=Path)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--flow", help="time only the flow feature: DIS preset[@scale], e.g. fast@0.5")
+    parser.add_argument("--flow", help="time only the flow feature: DIS preset[@scale][+far_preset:rows], "
+                                       "e.g. fast@0.5 or ultrafast@1+medium:5")
     args = parser.parse_args()
     if args.flow:
-        preset, _, scale = args.flow.partition("@")
-        print(json.dumps(flow_cost(preset, float(scale or 1.0), args.clip, args.frames)))
+        print(json.dumps(flow_cost(args.flow, args.clip, args.frames)))
         return
     if args.package is None:
         parser.error("PACKAGE is required unless --flow is given")

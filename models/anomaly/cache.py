@@ -19,7 +19,7 @@ import numpy as np
 
 from models.anomaly.footage import read_clip
 from pipeline.engines import create_engine
-from pipeline.features.flow import FlowCells, cell_stats, scaled_cell
+from pipeline.features.flow import FlowCells
 
 logger = logging.getLogger(__name__)
 
@@ -62,25 +62,27 @@ class FeatureCache:
 
     def flows(self, clip: Path, specs: list[dict[str, Any]]) -> list[np.ndarray]:
         """Flow cell stats of ``clip`` for each spec, as the runtime feature returns them per frame (a
-        first frame of zeros: ``first`` is applied by the caller); specs sharing ``preset`` and ``scale``
-        share one DIS pass."""
+        first frame of zeros: ``first`` is applied by the caller); specs sharing ``preset``, ``scale`` and
+        the far-field band (``far_rows``, ``far_preset``) share one DIS pass."""
         specs = [{k: v for k, v in s.items() if k != "first"} for s in specs]
         paths = [self._path(clip, f"flow-{spec_key(s)}") for s in specs]
         missing = [i for i, p in enumerate(paths) if not p.exists()]
 
-        def dis(spec: dict[str, Any]) -> tuple[str, float]:
-            return str(spec.get("preset", "medium")), float(spec.get("scale", 1.0))
+        def dis(spec: dict[str, Any]) -> tuple[int, str, float, int, str]:
+            return (int(spec.get("cell", 16)), str(spec.get("preset", "medium")), float(spec.get("scale", 1.0)),
+                    int(spec.get("far_rows", 0)), str(spec.get("far_preset", "medium")))
 
-        for preset, scale in sorted({dis(specs[i]) for i in missing}):
-            todo = [i for i in missing if dis(specs[i]) == (preset, scale)]
-            flow = FlowCells(self.height, self.width, preset=preset, scale=scale)
+        for key in sorted({dis(specs[i]) for i in missing}):
+            todo = [i for i in missing if dis(specs[i]) == key]
+            cell, preset, scale, far_rows, far_preset = key
+            flow = FlowCells(self.height, self.width, cell, preset=preset, scale=scale, far_rows=far_rows,
+                             far_preset=far_preset)
             stats: list[list[np.ndarray]] = [[] for _ in todo]
             for frame in self.frames(clip):
-                field = flow.field(frame)
+                fields = flow.fields(frame)
                 for out, i in zip(stats, todo, strict=True):
                     s = specs[i]
-                    out.append(cell_stats(field, scaled_cell(int(s.get("cell", 16)), scale),
-                                          float(s.get("moving_px", 1.0)), float(s.get("quantile", 0.9))))
+                    out.append(flow.stats(fields, float(s.get("moving_px", 1.0)), float(s.get("quantile", 0.9))))
             for out, i in zip(stats, todo, strict=True):
                 self._save(paths[i], np.stack(out))
             logger.info("flow of %s: %d specs", clip, len(todo))

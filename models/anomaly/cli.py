@@ -62,7 +62,7 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                    cache: Path | None = None, family: str = "all", flow: str | None = None,
                    first_flow: str | None = None) -> int:
     """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
-    every variant on the DIS flow ``flow`` (``PRESET[@SCALE]``) and first-frame handling ``first_flow``
+    every variant on the DIS flow ``flow`` (``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]``) and first-frame handling ``first_flow``
     (None: the shipped package's, ``AnomalyConfig``); prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
@@ -76,6 +76,7 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
     try:
         config = AnomalyConfig()
         flow_settings = {"preset": config.flow_preset, "scale": config.flow_scale,
+                         "far_rows": config.flow_far_rows, "far_preset": config.flow_far_preset,
                          "first": first_flow or config.flow_first, **_flow_option(flow)}
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
         report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
@@ -90,18 +91,16 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
 
 
 def _flow_option(flow: str | None) -> dict[str, object]:
-    """``PRESET[@SCALE]`` -> ``{"preset": ..., "scale": ...}``, checked (a bad value names what is valid)."""
-    from pipeline.features.flow import FlowCells
+    """``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]`` -> ``{"preset", "scale", "far_preset", "far_rows"}``,
+    checked (a bad value names what is valid)."""
+    from pipeline.features.flow import parse_flow
 
     if flow is None:
         return {}
-    preset, _, scale_text = flow.partition("@")
     try:
-        scale = float(scale_text or 1.0)
-        FlowCells(16, 16, preset=preset, scale=scale)
+        return parse_flow(flow)
     except ValueError as exc:
-        raise VidwatchError(f"--flow {flow!r}: {exc}; e.g. --flow fast@0.5") from None
-    return {"preset": preset, "scale": scale}
+        raise VidwatchError(f"--flow {flow!r}: {exc}; e.g. --flow fast@0.5 or --flow ultrafast@1+medium:5") from None
 
 
 def build_shipped(out_dir: Path, trunk_path: Path) -> Path:

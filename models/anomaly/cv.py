@@ -57,12 +57,16 @@ class Variant:
     flow_preset: str = "medium"
     flow_scale: float = 1.0
     flow_first: str = "zero"
+    flow_far_rows: int = 0  # top cell rows on a fine far-field DIS pass (perspective-aware flow; 0: none)
+    flow_far_preset: str = "medium"
 
     @property
     def name(self) -> str:
         suffix = "" if self.appearance_pool == "cell" else f"-m{self.appearance_pool}"
         if (self.flow_preset, self.flow_scale) != ("medium", 1.0):
             suffix += f"-{self.flow_preset}@{self.flow_scale:g}"
+        if self.flow_far_rows:
+            suffix += f"+{self.flow_far_preset}:{self.flow_far_rows}"
         if self.flow_first != "zero":
             suffix += f"-first{self.flow_first}"
         return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}{suffix}"
@@ -74,6 +78,7 @@ class Variant:
         return AnomalyConfig(window_frames=window, frame_score="window" if self.window > 1 else "peak",
                              flow_quantile=self.flow_quantile, flow_preset=self.flow_preset,
                              flow_scale=self.flow_scale, flow_first=self.flow_first,
+                             flow_far_rows=self.flow_far_rows, flow_far_preset=self.flow_far_preset,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
                                   "motion_mode": self.motion, "appearance_pool": self.appearance_pool})
 
@@ -148,8 +153,9 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
     c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
     c4_test = {name: cache.c4(clip).astype(np.float32) for name, clip in test.items()}
     for key in sorted({_fit_key(v) for v in variants}):
-        memory, motion, pool, q, preset, scale, first = key
-        config = AnomalyConfig(flow_quantile=q, flow_preset=preset, flow_scale=scale, flow_first=first)
+        memory, motion, pool, q, preset, scale, first, far_rows, far_preset = key
+        config = AnomalyConfig(flow_quantile=q, flow_preset=preset, flow_scale=scale, flow_first=first,
+                               flow_far_rows=far_rows, flow_far_preset=far_preset)
 
         # per clip: one run of consecutive frames, its first frame handled as live after a gap
         def flow(clip: Path, config: AnomalyConfig = config, first: str = first) -> np.ndarray:
@@ -176,16 +182,19 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
     return sorted(out, key=lambda s: order[s.variant])
 
 
-def _fit_key(v: Variant) -> tuple[str, str, str, float, str, float, str]:
+def _fit_key(v: Variant) -> tuple[str, str, str, float, str, float, str, int, str]:
     """What a fit depends on (window and appearance weight are applied to its held-out parts)."""
-    return v.appearance_pool, v.motion, v.pool, v.flow_quantile, v.flow_preset, v.flow_scale, v.flow_first
+    return (v.appearance_pool, v.motion, v.pool, v.flow_quantile, v.flow_preset, v.flow_scale, v.flow_first,
+            v.flow_far_rows, v.flow_far_preset)
 
 
 def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,
-              first: str | None = None) -> tuple[Variant, ...]:
+              first: str | None = None, far_rows: int | None = None,
+              far_preset: str | None = None) -> tuple[Variant, ...]:
     """``variants`` with the flow feature set (None keeps each variant's own)."""
     changes: dict[str, Any] = {k: v for k, v in (("flow_preset", preset), ("flow_scale", scale),
-                                                 ("flow_first", first)) if v is not None}
+                                                 ("flow_first", first), ("flow_far_rows", far_rows),
+                                                 ("flow_far_preset", far_preset)) if v is not None}
     return tuple(replace(v, **changes) for v in variants)
 
 

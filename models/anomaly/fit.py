@@ -44,6 +44,8 @@ class AnomalyConfig:
     frame_score: str = "peak"  # "peak": a frame's own peak; "window": the window mean (temporal smoothing)
     flow_preset: str = "medium"  # DIS preset; every cheaper one measured loses >= 0.014 nested AUC (README r3)
     flow_scale: float = 1.0  # DIS on the input downscaled by this (cells of 16*scale px there: same grid)
+    flow_far_rows: int = 0  # top cell rows taking a second, fine DIS pass on the far-field band (0: none)
+    flow_far_preset: str = "medium"  # that pass's DIS preset, at full resolution (README round 4)
     flow_first: str = "next"  # a run's first frame borrows the second frame's flow ("zero": none; README round 3)
     flow_quantile: float = 0.9  # speed quantile per 16-px cell; higher keeps small far-field movers
     calibration_seconds: float = 120.0
@@ -59,6 +61,8 @@ class AnomalyConfig:
         # scale 1 left out: feature-cache keys of earlier runs stay valid (the cache ignores ``first``)
         if self.flow_scale != 1.0:
             spec["scale"] = self.flow_scale
+        if self.flow_far_rows:  # likewise left out without a band
+            spec["far_rows"], spec["far_preset"] = self.flow_far_rows, self.flow_far_preset
         spec["first"] = self.flow_first
         return spec
 

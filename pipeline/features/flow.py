@@ -15,7 +15,12 @@ other frame sizes are resized to it so magnitudes stay in the units the model wa
 ``quantile`` (0.9), ``scale`` (1.0: DIS runs on the input downscaled by ``scale``, cells of
 ``cell * scale`` pixels there, so the grid is unchanged; the flow is scaled back to input
 pixels per frame, so ``moving_px`` and the statistics keep their units), ``first``
-(``"zero"`` | ``"next"``).
+(``"zero"`` | ``"next"``), ``far_rows`` (0) and ``far_preset`` (``medium``): perspective-aware flow.
+With ``far_rows`` > 0 the top ``far_rows`` cell rows (the far field, where walkers are small and
+slow in pixels) take the statistics of a second DIS pass, ``far_preset`` at full input resolution
+on the top band of the frame only (``far_rows * cell`` pixel rows plus ``BAND_MARGIN_PX`` below, so
+motion at the band's edge is estimated with context); the cheap ``preset``/``scale`` flow of the
+whole frame fills the cell rows below (models/anomaly/README.md, round 4).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ def create_dis(preset: str) -> Any:
 
 
 FIRST_FRAME = ("zero", "next")
+# Pixel rows below the far-field band that its DIS pass also sees (one cell: medium's 8-px patches at
+# its finest level, 1/2 of the input, span 16 input pixels), so flow at the band's last cell row is
+# estimated with context below it; only the band's own rows are summarised.
+BAND_MARGIN_PX = 16
 
 
 def grid_shape(height: int, width: int, cell: int = 16) -> tuple[int, int]:
@@ -104,9 +113,14 @@ class FlowCells:
     """Per-camera DIS flow between consecutive frames, summarized per cell."""
 
     def __init__(self, height: int, width: int, cell: int = 16, preset: str = "medium",
-                 moving_px: float = 1.0, quantile: float = 0.9, scale: float = 1.0, first: str = "zero") -> None:
+                 moving_px: float = 1.0, quantile: float = 0.9, scale: float = 1.0, first: str = "zero",
+                 far_rows: int = 0, far_preset: str = "medium") -> None:
         if first not in FIRST_FRAME:
             raise ValueError(f"unknown first-frame flow {first!r}; valid: {', '.join(FIRST_FRAME)}")
+        rows = grid_shape(height, width, cell)[0]
+        if not 0 <= int(far_rows) <= rows or int(far_rows) != far_rows:
+            raise ValueError(f"far_rows {far_rows} must be a whole number of cell rows in [0, {rows}] "
+                             f"(the top rows that take the fine far-field flow; 0: none)")
         self.size = (int(width), int(height))
         self.scale = float(scale)
         self.cell, self.moving_px, self.quantile = int(cell), float(moving_px), float(quantile)
@@ -115,19 +129,61 @@ class FlowCells:
         # The window ring and calibration replace a run's first frame by its second (pipeline.camera_state)
         self.borrows_next = first == "next"
         self._dis = create_dis(preset)
+        self.far_rows = int(far_rows)
+        # pixel rows of the far-field band's DIS pass: the band plus a margin, within the frame
+        self.band_px = min(self.far_rows * self.cell + BAND_MARGIN_PX, int(height))
+        self._far_dis = create_dis(far_preset) if self.far_rows else None
+        self.far_preset = far_preset
+        if far_preset not in _PRESETS:
+            raise ValueError(f"unknown far-field DIS preset {far_preset!r}; valid: {', '.join(_PRESETS)}")
         self._previous: np.ndarray | None = None
+        self._previous_band: np.ndarray | None = None
 
     def reset(self) -> None:
         self._previous = None
+        self._previous_band = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return cell_stats(self.field(frame), self.cell_px, self.moving_px, self.quantile)
+        return self.stats(self.fields(frame))
+
+    def stats(self, fields: tuple[np.ndarray, np.ndarray | None], moving_px: float | None = None,
+              quantile: float | None = None) -> np.ndarray:
+        """``fields`` (see ``fields``) -> ``[4, gh, gw]`` cell statistics: the top ``far_rows`` cell rows
+        from the far-field band's flow, the rest from the whole-frame flow. ``moving_px`` and ``quantile``
+        default to this feature's own."""
+        moving_px = self.moving_px if moving_px is None else moving_px
+        quantile = self.quantile if quantile is None else quantile
+        out = cell_stats(fields[0], self.cell_px, moving_px, quantile)
+        if fields[1] is not None:
+            band = fields[1][:self.far_rows * self.cell]
+            out[:, :self.far_rows] = cell_stats(band, self.cell, moving_px, quantile)[:, :self.far_rows]
+        return out
+
+    def fields(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The whole-frame flow (``field``) and, with ``far_rows``, the far-field band's full-resolution
+        flow ``[band_px, W, 2]`` (None without), both from the previous frame to ``frame``."""
+        frame = self._input(frame)
+        band = None
+        if self._far_dis is not None:
+            gray = np.ascontiguousarray(cv2.cvtColor(frame[:self.band_px], cv2.COLOR_RGB2GRAY))
+            if self._previous_band is None:
+                band = np.zeros((*gray.shape, 2), np.float32)
+            else:
+                band = self._far_dis.calc(self._previous_band, gray, None)
+            self._previous_band = gray
+        return self._whole(frame), band
 
     def field(self, frame: np.ndarray) -> np.ndarray:
         """The dense DIS flow from the previous frame to ``frame`` (zeros for the first), ``[h, w, 2]``
         at the flow resolution (input size times ``scale``), in input pixels per frame."""
+        return self._whole(self._input(frame))
+
+    def _input(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self.size:
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        return frame
+
+    def _whole(self, frame: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self.flow_size != self.size:
             gray = cv2.resize(gray, self.flow_size, interpolation=cv2.INTER_AREA)
@@ -140,6 +196,24 @@ class FlowCells:
                 flow *= 1.0 / self.scale
         self._previous = gray
         return flow
+
+
+def parse_flow(text: str) -> dict[str, Any]:
+    """``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]`` (e.g. ``medium``, ``fast@0.5``, ``ultrafast@1+medium:5``)
+    -> ``{"preset", "scale", "far_preset", "far_rows"}``, checked against a 240 x 360 input."""
+    whole, _, far = text.partition("+")
+    preset, _, scale_text = whole.partition("@")
+    far_preset, _, rows_text = far.partition(":")
+    try:
+        spec = {"preset": preset, "scale": float(scale_text or 1.0), "far_preset": far_preset or "medium",
+                "far_rows": int(rows_text or 0)}
+    except ValueError:
+        raise ValueError(f"flow {text!r} is not PRESET[@SCALE][+FAR_PRESET:FAR_ROWS], "
+                         f"e.g. fast@0.5 or ultrafast@1+medium:5") from None
+    if far and not rows_text:
+        raise ValueError(f"flow {text!r}: the far-field band needs its cell rows, e.g. {whole}+{far_preset}:5")
+    FlowCells(240, 360, **spec)  # type: ignore[arg-type]
+    return spec
 
 
 @FRAME_FEATURES.register(KIND)
