@@ -62,8 +62,8 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                    cache: Path | None = None, family: str = "all", flow: str | None = None,
                    first_flow: str | None = None) -> int:
     """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
-    every variant on the DIS flow ``flow`` (``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]``) and first-frame handling ``first_flow``
-    (None: the shipped package's, ``AnomalyConfig``); prints the JSON report last."""
+    every variant on the DIS flow ``flow`` (``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]``) and first-frame
+    handling ``first_flow`` (None: the shipped package's, ``AnomalyConfig``); prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig

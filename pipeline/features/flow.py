@@ -132,10 +132,10 @@ class FlowCells:
         self.far_rows = int(far_rows)
         # pixel rows of the far-field band's DIS pass: the band plus a margin, within the frame
         self.band_px = min(self.far_rows * self.cell + BAND_MARGIN_PX, int(height))
-        self._far_dis = create_dis(far_preset) if self.far_rows else None
-        self.far_preset = far_preset
         if far_preset not in _PRESETS:
             raise ValueError(f"unknown far-field DIS preset {far_preset!r}; valid: {', '.join(_PRESETS)}")
+        self.far_preset = far_preset
+        self._far_dis = create_dis(far_preset) if self.far_rows else None
         self._previous: np.ndarray | None = None
         self._previous_band: np.ndarray | None = None
 

@@ -165,6 +165,31 @@ def test_flow_settings_reach_every_variant_and_its_package() -> None:
     assert (spec["preset"], spec["first"], "scale" in spec) == ("ultrafast-fine", "next", False)
     assert with_flow(variants, scale=0.5)[0].config().flow_spec["scale"] == 0.5
     assert with_flow(variants) == variants  # None keeps each variant's own
+    banded = with_flow(variants, preset="ultrafast", far_rows=5, far_preset="medium")
+    assert banded[0].name.endswith("-ultrafast@1+medium:5-firstnext") and len({v.name for v in banded}) == len(banded)
+    spec = banded[0].config().flow_spec
+    assert (spec["preset"], spec["far_rows"], spec["far_preset"]) == ("ultrafast", 5, "medium")
+    assert "far_rows" not in variants[0].config().flow_spec  # no band: cache keys of earlier runs stay valid
+
+
+def test_the_cv_cache_computes_the_banded_flow_as_the_runtime_feature(labelled_cuts: tuple[Path, Path],
+                                                                      trunk_240: Path, tmp_path: Path) -> None:
+    from models.anomaly.cache import FeatureCache
+    from models.anomaly.footage import read_clip
+    from pipeline.features import create_feature
+
+    clip = labelled_cuts[0] / "Test002"
+    spec = replace(SHIPPED, flow_preset="ultrafast", flow_scale=0.5, flow_far_rows=6).config().flow_spec
+    cache = FeatureCache(tmp_path, trunk_240)
+    plain = {**spec, "quantile": 0.99}
+    plain.pop("far_rows"), plain.pop("far_preset")
+    got, got_q99, got_plain = cache.flows(clip, [spec, {**spec, "quantile": 0.99}, plain])
+    feature = create_feature(spec)
+    want = np.stack([feature(f) for f in read_clip(clip, 240, 360, 10.0)])
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (16, 4, 15, 23)  # the 16-frame cut
+    np.testing.assert_array_equal(got_q99[:, :, 6:], got_plain[:, :, 6:])  # below the band: the cheap flow
+    assert not np.array_equal(got_q99[:, :, :6], got_plain[:, :, :6])  # the band: the fine flow
 
 
 def test_the_shipped_config_is_the_variant_cv_chose() -> None:

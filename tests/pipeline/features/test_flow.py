@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.features import FRAME_FEATURES, create_feature
-from pipeline.features.flow import CHANNELS, KIND, borrow_first, cell_stats, grid_shape
+from pipeline.features.flow import BAND_MARGIN_PX, CHANNELS, KIND, borrow_first, cell_stats, grid_shape, parse_flow
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,52 @@ def test_borrow_first_copies_the_second_frame_only() -> None:
     np.testing.assert_array_equal(got[1:], stats[1:])
     assert not stats[0].any()  # the input is left alone
     np.testing.assert_array_equal(borrow_first(stats[:1]), stats[:1])  # one frame: nothing to borrow
+
+
+def test_far_field_band_takes_the_fine_flow_above_and_the_cheap_flow_below(ped2_frames: list[np.ndarray]) -> None:
+    """far_rows=5: rows 0-4 are a full-resolution medium pass on the top 5*16 + margin pixel rows,
+    rows 5-14 the cheap whole-frame pass, each exactly as that flow alone computes them."""
+    banded = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "ultrafast", "scale": 0.5,
+                             "far_rows": 5, "far_preset": "medium"})
+    cheap = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "ultrafast", "scale": 0.5})
+    band_px = 5 * 16 + BAND_MARGIN_PX
+    fine_band = create_feature({"kind": KIND, "height": band_px, "width": 360, "preset": "medium"})
+    for frame in ped2_frames:
+        got = banded(frame)
+        assert got.shape == (len(CHANNELS), 15, 23) and got.dtype == np.float32
+        np.testing.assert_array_equal(got[:, 5:], cheap(frame)[:, 5:])
+        np.testing.assert_array_equal(got[:, :5], fine_band(frame[:band_px])[:, :5])
+    assert got[2, :5].max() > 0  # far-field walkers move in the band
+    whole, band = banded.fields(ped2_frames[0])  # type: ignore[attr-defined]
+    assert whole.shape == (120, 180, 2) and band is not None and band.shape == (band_px, 360, 2)
+
+
+def test_far_field_band_is_in_input_pixels_per_frame() -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (260, 380), dtype=np.uint8), (5, 5), 0)
+    a, b = texture[10:250, 10:370], texture[10:250, 7:367]  # content moves 3 px right
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "fast", "scale": 0.5,
+                              "far_rows": 4})
+    feature(np.repeat(a[..., None], 3, axis=2))
+    stats = feature(np.repeat(b[..., None], 3, axis=2))
+    for rows in (slice(1, 4), slice(4, 13)):  # band (edges left out) and below it
+        inner = stats[:, rows, 2:-2]
+        assert np.median(inner[0]) == pytest.approx(3.0, abs=0.3)
+        assert np.median(np.abs(inner[1])) < 0.3 and np.median(inner[3]) == 1.0
+
+
+def test_parse_flow_and_band_errors() -> None:
+    assert parse_flow("ultrafast@0.5+medium:6") == {"preset": "ultrafast", "scale": 0.5, "far_preset": "medium",
+                                                    "far_rows": 6}
+    assert parse_flow("fast") == {"preset": "fast", "scale": 1.0, "far_preset": "medium", "far_rows": 0}
+    with pytest.raises(ValueError, match="needs its cell rows"):
+        parse_flow("ultrafast+medium")
+    with pytest.raises(ValueError, match="PRESET"):
+        parse_flow("ultrafast+medium:top")
+    with pytest.raises(ValueError, match=r"\[0, 15\]"):
+        parse_flow("ultrafast+medium:16")
+    with pytest.raises(ValueError, match="far-field DIS preset 'slow'"):
+        parse_flow("ultrafast+slow:5")
+    # a band as tall as the frame: the band pass covers it all (no margin beyond the frame)
+    whole = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "ultrafast", "far_rows": 15})
+    assert whole.band_px == 240  # type: ignore[attr-defined]
