@@ -186,10 +186,11 @@ def test_the_cv_cache_computes_the_banded_flow_as_the_runtime_feature(labelled_c
     got, got_q99, got_plain = cache.flows(clip, [spec, {**spec, "quantile": 0.99}, plain])
     feature = create_feature(spec)
     want = np.stack([feature(f) for f in read_clip(clip, 240, 360, 10.0)])
-    np.testing.assert_array_equal(got, want)
+    # DIS is deterministic up to float rounding (OpenCV threads): ~1e-8 px/frame
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got.shape == (16, 4, 15, 23)  # the 16-frame cut
-    np.testing.assert_array_equal(got_q99[:, :, 6:], got_plain[:, :, 6:])  # below the band: the cheap flow
-    assert not np.array_equal(got_q99[:, :, :6], got_plain[:, :, :6])  # the band: the fine flow
+    np.testing.assert_allclose(got_q99[:, :, 6:], got_plain[:, :, 6:], rtol=1e-5, atol=1e-6)  # the cheap flow
+    assert np.abs(got_q99[:, :, :6] - got_plain[:, :, :6]).max() > 0.05  # the band: the fine flow
 
 
 def test_the_shipped_config_is_the_variant_cv_chose() -> None:

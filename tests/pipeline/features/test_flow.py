@@ -107,8 +107,9 @@ def test_far_field_band_takes_the_fine_flow_above_and_the_cheap_flow_below(ped2_
     for frame in ped2_frames:
         got = banded(frame)
         assert got.shape == (len(CHANNELS), 15, 23) and got.dtype == np.float32
-        np.testing.assert_array_equal(got[:, 5:], cheap(frame)[:, 5:])
-        np.testing.assert_array_equal(got[:, :5], fine_band(frame[:band_px])[:, :5])
+        # DIS is deterministic up to float rounding (OpenCV threads): ~1e-8 px/frame
+        np.testing.assert_allclose(got[:, 5:], cheap(frame)[:, 5:], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[:, :5], fine_band(frame[:band_px])[:, :5], rtol=1e-5, atol=1e-6)
     assert got[2, :5].max() > 0  # far-field walkers move in the band
     whole, band = banded.fields(ped2_frames[0])  # type: ignore[attr-defined]
     assert whole.shape == (120, 180, 2) and band is not None and band.shape == (band_px, 360, 2)
