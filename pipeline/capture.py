@@ -70,8 +70,9 @@ class SampledFrame:
     seq: int
     t_capture: float
     t_stream: float
-    rgb: np.ndarray
+    rgb: np.ndarray  # the decoded BGR frame until it is sent, then RGB at model size
     gap: bool = False  # frames before this one are missing (stream reopened, file looped)
+    native: np.ndarray | None = None  # for the evidence ring (width capped), until sent: often ``rgb`` itself
 
 
 @dataclass
@@ -180,13 +181,18 @@ class CameraReader(threading.Thread):
             bgr = source.retrieve()
             held = SampledFrame(self._seq, t_capture, t_stream, bgr, gap)
             self._seq, gap = self._seq + 1, False  # frames the gate holds back leave a gap in seq
-            if self.evidence is not None:  # every sampled native frame, gated or not: snapshots of any seq
+            if self.evidence is not None:  # clips record every sampled frame, gated or not
                 started = time.perf_counter()
-                self.evidence.on_frame(held.seq, t_capture, bgr)
+                held.native = self.evidence.on_frame(bgr)
                 evidence.inc(time.perf_counter() - started)
             # The gate's pre-roll holds references to these same arrays (no second copy of a frame).
             for frame in self.gate.offer(t_sample, bgr, held):  # resized only when sent
                 started = time.perf_counter()
+                if self.evidence is not None and frame.native is not None:  # snapshots of the frames sent
+                    self.evidence.on_sent(frame.seq, frame.t_capture, frame.native)
+                    frame.native = None
+                    evidence.inc(time.perf_counter() - started)
+                    started = time.perf_counter()
                 frame.rgb = self._convert(frame.rgb)
                 resize.inc(time.perf_counter() - started)
                 self._enqueue(frame)

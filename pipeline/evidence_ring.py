@@ -1,14 +1,21 @@
 """Full-resolution snapshots from the capture side, without sending full frames down the pipeline.
 
 Frames travel to inference once, at model size. For the evidence, each capture node keeps the
-last few seconds of its cameras' *sampled* frames at native resolution (capped at
+last few seconds of the frames each camera *sent* to inference at native resolution (capped at
 ``evidence.max_width``) in memory, uncompressed, and serves them on request: the sink asks
 ``{camera, seq}`` over a ZeroMQ DEALER -> ROUTER socket (capture group g binds
 ``evidence.endpoint`` port + g) and gets one JPEG back, encoded only then.
 
+Memory, which sets how many cameras a box holds: a frame is held as I420 (the planar YUV 4:2:0
+the camera's H.264 decodes from: 1.5 bytes a pixel, half of BGR; converting costs ~0.1 ms each
+way at 640x360, and only a snapshot converts back); the ring holds only frames sent to
+inference (an alert always names one of those: the motion gate's held-back frames never reach a
+model) and only the last ``frame_ring_s`` seconds of them, so a still camera behind the gate
+holds its last keep-alive burst instead of ``frame_ring_s`` x fps frames.
+
 Why on request and not every frame: JPEG-encoding every sampled frame would cost the capture
 node a few ms per frame per camera for pictures nobody asks for (alerts are rare); holding raw
-frames costs only memory (about 0.7 MB per 640x360 frame, ``frame_ring_s`` x fps of them).
+frames costs only memory (about 0.35 MB per 640x360 frame, ``frame_ring_s`` x fps of them).
 Why a socket and not a file: the sink may run on another host (``vidwatch sink`` over tcp://),
 and a socket reaches it where a folder does not. For the same reason the socket also cuts event
 clips from this host's segment rings (``op: clip``) for a sink that cannot read them.
@@ -45,7 +52,25 @@ JPEG_QUALITY = 90
 class RingFrame:
     seq: int
     t_capture: float
-    bgr: np.ndarray
+    packed: np.ndarray  # I420 (``pack``), or BGR for a frame with an odd side
+
+    @property
+    def bgr(self) -> np.ndarray:
+        return unpack(self.packed)
+
+
+def pack(bgr: np.ndarray) -> np.ndarray:
+    """The frame as I420, ``[H * 3 / 2, W]`` uint8 (half of BGR's bytes); BGR frames with an odd
+    side (I420 needs even ones) and grey frames are kept as they are."""
+    height, width = bgr.shape[:2]
+    if bgr.ndim != 3 or height % 2 or width % 2:
+        return bgr
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+
+
+def unpack(packed: np.ndarray) -> np.ndarray:
+    """The BGR frame ``pack`` was given (chroma averaged over 2x2 pixels, as the camera sent it)."""
+    return packed if packed.ndim == 3 else cv2.cvtColor(packed, cv2.COLOR_YUV2BGR_I420)
 
 
 def cap_width(bgr: np.ndarray, max_width: int) -> np.ndarray:
@@ -58,15 +83,30 @@ def cap_width(bgr: np.ndarray, max_width: int) -> np.ndarray:
 
 
 class FrameRing:
-    """The last ``seconds`` of one camera's sampled full-resolution frames (thread-safe)."""
+    """The last ``seconds`` of one camera's full-resolution frames, packed (thread-safe): at most
+    ``seconds`` x ``fps`` + 1 frames, none older than ``seconds`` before the newest."""
 
     def __init__(self, seconds: float, fps: float) -> None:
+        self.seconds = seconds
         self._frames: deque[RingFrame] = deque(maxlen=max(2, int(seconds * fps) + 1))
         self._lock = threading.Lock()
 
     def push(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
+        frame = RingFrame(seq, t_capture, pack(bgr))  # outside the lock: the server may be reading
         with self._lock:
-            self._frames.append(RingFrame(seq, t_capture, bgr))
+            self._frames.append(frame)
+            while self._frames[0].t_capture < t_capture - self.seconds:
+                self._frames.popleft()
+
+    def nbytes(self) -> int:
+        """Bytes of the frames held."""
+        with self._lock:
+            return sum(f.packed.nbytes for f in self._frames)
+
+    def seqs(self) -> list[int]:
+        """Frame numbers held, oldest first."""
+        with self._lock:
+            return [f.seq for f in self._frames]
 
     def find(self, seq: int) -> RingFrame | None:
         """The frame ``seq``, or the nearest one still held (the ring may have moved past it)."""
@@ -138,10 +178,11 @@ class SnapshotServer(threading.Thread):
         frame = ring.find(seq) if ring is not None else None
         if frame is None:
             return {"ok": False, "error": f"no frames held for camera {camera!r}"}, b""
-        ok, buf = cv2.imencode(".jpg", frame.bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        bgr = frame.bgr
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             return {"ok": False, "error": "JPEG encoding failed"}, b""
-        height, width = frame.bgr.shape[:2]
+        height, width = bgr.shape[:2]
         return {"ok": True, "seq": frame.seq, "t_capture": frame.t_capture, "width": width,
                 "height": height}, buf.tobytes()
 
@@ -215,12 +256,18 @@ class CameraEvidence:
     def __init__(self, ring: FrameRing, max_width: int, recorder: SegmentRecorder | None) -> None:
         self.ring, self.max_width, self.recorder = ring, max_width, recorder
 
-    def on_frame(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
-        """A sampled frame at native resolution: keep it for snapshots, hand it to the encoder."""
+    def on_frame(self, bgr: np.ndarray) -> np.ndarray:
+        """Every sampled frame at native resolution, sent on or held back by the motion gate: the
+        clip encoder records it (a clip shows the scene, not what the models saw). Returns the
+        frame capped at ``max_width`` (``bgr`` itself when narrow enough) for ``on_sent``."""
         frame = cap_width(bgr, self.max_width)
-        self.ring.push(seq, t_capture, frame)
         if self.recorder is not None:
             self.recorder.write(frame)
+        return frame
+
+    def on_sent(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
+        """A frame sent to inference (native resolution): keep it for snapshots of alerts on it."""
+        self.ring.push(seq, t_capture, cap_width(bgr, self.max_width))
 
     def start(self) -> None:
         if self.recorder is not None:

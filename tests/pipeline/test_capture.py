@@ -88,11 +88,12 @@ def test_motion_gate_holds_back_the_still_start_and_sends_the_preroll(models_dir
     playback_speed: 4
     models: [{{model: demo-anomaly, calibrate_seconds: 1}}]
     motion_gate: {{enabled: true, hold_s: 2}}"""
-    config = make_config(models_dir, tmp_path, cameras)
+    config = make_config(models_dir, tmp_path, cameras, evidence="clips: false, frame_ring_s: 60")
     pull = zmq.Context.instance().socket(zmq.PULL)
     pull.bind(config.inference.endpoint)
     registry = CollectorRegistry()
-    with running(CaptureNode(config, 0, registry)):
+    node = CaptureNode(config, 0, registry)
+    with running(node):
         batches = _receive(pull, 4.0)  # 16 s of the clip: empty room until ~6 s, then someone walks in
     pull.close(0)
     sent = [(s, t, g) for b in batches for s, t, g in zip(b.seqs, b.t_stream, b.gaps or [], strict=True)]
@@ -109,3 +110,6 @@ def test_motion_gate_holds_back_the_still_start_and_sends_the_preroll(models_dir
     assert gated == onset - first_run
     assert registry.get_sample_value("vidwatch_motion_gate_open", {"camera": "a"}) == 1
     assert (registry.get_sample_value("vidwatch_frames_sampled_total", {"camera": "a"}) or 0) >= len(seqs)
+    # Snapshots are kept of the frames sent (an alert names one of them), not of the held-back ones.
+    held = node.evidence["a"].ring.seqs()
+    assert held[:len(seqs)] == seqs and not set(range(first_run, onset)) & set(held)

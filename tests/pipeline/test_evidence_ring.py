@@ -8,8 +8,8 @@ import time
 import cv2
 import numpy as np
 
-from pipeline.evidence_ring import FrameRing, SnapshotClient, SnapshotServer, cap_width, group_endpoint
-from tests.conftest import free_port
+from pipeline.evidence_ring import FrameRing, SnapshotClient, SnapshotServer, cap_width, group_endpoint, pack, unpack
+from tests.conftest import PEOPLE_CLIP, free_port
 
 
 def _frame(value: int, width: int = 1920, height: int = 1080) -> np.ndarray:
@@ -34,6 +34,31 @@ def test_ring_holds_the_last_seconds_and_finds_the_nearest_frame() -> None:
     oldest = ring.find(0)  # gone: the nearest one still held
     assert oldest is not None and oldest.seq == 19
     assert FrameRing(1.0, 10).find(3) is None
+
+
+def test_ring_drops_frames_older_than_its_seconds() -> None:
+    ring = FrameRing(seconds=1.0, fps=10)
+    for seq in (0, 1, 2):  # a keep-alive burst...
+        ring.push(seq, 1000.0 + seq / 10, _frame(seq, 64, 36))
+    assert ring.seqs() == [0, 1, 2]  # ...stays while nothing newer comes
+    ring.push(50, 1005.0, _frame(50, 64, 36))  # 5 s later: the burst is older than 1 s
+    assert ring.seqs() == [50]
+
+
+def test_frames_are_held_as_i420_half_the_bytes_and_come_back_close() -> None:
+    cap = cv2.VideoCapture(str(PEOPLE_CLIP))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    ring = FrameRing(seconds=1.0, fps=10)
+    ring.push(0, 1000.0, bgr)
+    assert ring.nbytes() == bgr.nbytes // 2
+    found = ring.find(0)
+    assert found is not None and found.bgr.shape == bgr.shape
+    error = np.abs(found.bgr.astype(np.int16) - bgr).astype(np.float32)
+    assert error.mean() < 2.0 and np.percentile(error, 99) < 16  # a real frame: chroma 4:2:0, as decoded
+    odd = np.zeros((35, 63, 3), np.uint8)  # I420 needs even sides: kept as BGR
+    assert pack(odd) is odd and unpack(pack(odd)) is odd
 
 
 def test_sink_client_gets_the_native_frame_of_a_seq() -> None:
