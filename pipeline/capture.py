@@ -251,6 +251,7 @@ class CaptureNode:
         if not cameras:
             raise VidwatchError(f"capture group {group} has no cameras (groups: {sorted(config.groups())})")
         self.config, self.stop = config, stop or threading.Event()
+        cv2.setNumThreads(1)  # one reader thread per camera is the parallelism; OpenCV's own pool only spins
         self.metrics = CaptureMetrics(registry)
         self.evidence = {c.id: camera_evidence(config, c, self.metrics.ring) for c in cameras}
         self.readers = [CameraReader(c, camera_size(config, c), config.capture, self.metrics, self.stop,
