@@ -26,6 +26,7 @@ from pipeline.health import StageHealth, loop_problems
 from pipeline.modelpkg import load_package
 from pipeline.motion_gate import CameraGate, GateMetrics, camera_gate
 from pipeline.peer_watch import PeerWatch
+from pipeline.resize import area_resize
 from pipeline.sampling import RateSampler
 from pipeline.secrets import redact
 from pipeline.segment_ring import RingMetrics
@@ -198,7 +199,7 @@ class CameraReader(threading.Thread):
                 self._enqueue(frame)
 
     def _convert(self, bgr: np.ndarray) -> np.ndarray:
-        small = cv2.resize(bgr, self.size, interpolation=cv2.INTER_AREA)
+        small = area_resize(bgr, self.size)
         return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)  # convert after resizing: fewer pixels
 
     def _enqueue(self, frame: SampledFrame) -> None:

@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from pipeline.camera_state import CameraPackageState, StateStore, Window
 from pipeline.engines import Engine, create_engine
 from pipeline.modelpkg import GraphSpec, ModelPackage
+from pipeline.resize import area_resize
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class PackageRunner:
         if batch.shape[1:3] == (spec.height, spec.width):
             return batch
         # Cameras resize once at capture to their first package's size; others pay a resize here.
-        return np.stack([cv2.resize(f, (spec.width, spec.height), interpolation=cv2.INTER_AREA) for f in batch])
+        return np.stack([area_resize(f, (spec.width, spec.height)) for f in batch])
 
     def _compute_features(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
                           metas: Sequence[FrameMeta], gaps: Sequence[bool]) -> dict[str, np.ndarray]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 from pipeline.features import FRAME_FEATURES
+from pipeline.resize import area_resize
 
 KIND = "frame_delta"
 ZERO = 127  # the encoded value of "no change"
@@ -50,7 +50,7 @@ class FrameDelta:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self.size:
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            frame = area_resize(frame, self.size)
         previous = frame if self._previous is None else self._previous
         self._previous = frame
         return encode_delta(previous, frame, self.gain)

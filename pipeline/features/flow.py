@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline.features import FRAME_FEATURES
+from pipeline.resize import area_resize
 
 KIND = "flow_cells"
 # Per-cell statistics, in channel order. Speed alone misses slow odd movers; the fraction of
@@ -180,7 +181,7 @@ class FlowCells:
 
     def _input(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self.size:
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            frame = area_resize(frame, self.size)
         return frame
 
     def _whole(self, frame: np.ndarray) -> np.ndarray:
