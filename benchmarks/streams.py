@@ -388,8 +388,8 @@ def workload(models: dict[str, dict[str, Any]], int8: bool) -> dict[str, Any]:
             "stride_choice": f"stride {stride} keeps {WINDOWS_PER_S} windows/s per camera and model, as the "
                              f"earlier 5 fps / stride 2 runs (the packages' own strides: {own_strides})",
             "models": {name: m["task"] for name, m in models.items()},
-            "engine": f"onnxruntime CPU, {precision} fight motion graph (on runtime frame deltas) and "
-                      f"{precision} anomaly-224 trunk, no graph shared",
+            "engine": f"onnxruntime CPU (INT8 input fold), {precision} fight motion graph (on runtime frame "
+                      f"deltas) and {precision} anomaly-224 trunk, no graph shared",
             "clip": "people.mp4 re-encoded H.264 640x360 25 fps, decoded at real rate, looped",
             "evidence": "snapshot frame ring on (defaults); clip recording off: the bench plays files, which "
                         "FFmpeg would re-encode per camera (~2% of a core each), where RTSP cameras are "

@@ -127,7 +127,7 @@ class EvidenceConfig(_Frozen):
 
     dir: Path | None = Field(None, description="clips and segment rings; default: <state_dir>/evidence")
     max_width: int = Field(1280, ge=64, description="snapshots and clips wider than this are scaled down")
-    frame_ring_s: float = Field(4.0, gt=0, le=60, description="recent full-res frames capture keeps for snapshots")
+    frame_ring_s: float = Field(4.0, gt=0, le=60, description="seconds of sent full-res frames kept for snapshots")
     endpoint: str = Field("tcp://127.0.0.1:5570", description="capture group g serves snapshots on port + g; "
                                                             "{index} in the host is replaced by g")
     bind: str | None = Field(None, description="what capture group g binds (port + g), when it differs from "
