@@ -198,8 +198,10 @@ def mixed_markdown(mx: dict[str, Any]) -> list[str]:
     lines += ["", f"**Max streams, mixed: {mx['max_streams_mixed']}**; RSS per added camera "
                   f"{mx.get('rss_mib_per_stream')} MiB", ""]
     if mx.get("at_max"):
+        ring = mx["at_max"].get("frame_ring_mib")
         lines += ["RSS by process at the maximum (MiB): "
-                  + ", ".join(f"{k} {v}" for k, v in mx["at_max"].get("rss_mib_by_process", {}).items()), ""]
+                  + ", ".join(f"{k} {v}" for k, v in mx["at_max"].get("rss_mib_by_process", {}).items())
+                  + (f"; of capture's, the evidence frame rings {ring} MiB" if ring is not None else ""), ""]
     return lines
 
 

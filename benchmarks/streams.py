@@ -278,6 +278,8 @@ def summarize_run(n: int, before: dict[str, float], after: dict[str, float], wal
         "cpu_by_process": _by_role({p: c / wall for p, c in cpu.items()}, roles, 2),
         "rss_mib": round(sum(rss.values()), 1),
         "rss_mib_by_process": _by_role(rss, roles),
+        # what capture's evidence frame rings hold at the end (native frames sent, I420), of capture's RSS
+        "frame_ring_mib": round(_sum(after, "vidwatch_evidence_frame_ring_bytes") / 2**20, 1),
         "stage_cpu_share": {k: round(v / wall, 3) for k, v in sorted(stages.items(), key=lambda x: -x[1])},
         "errors": [line for line in stderr.splitlines() if "ERROR" in line][:5],
     }

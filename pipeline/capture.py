@@ -56,6 +56,9 @@ class CaptureMetrics:
         self.last_frame = Gauge("vidwatch_last_frame_timestamp_seconds",
                                 "Unix time the camera's latest frame was decoded (age: time() - this)", ["camera"],
                                 registry=registry, multiprocess_mode="livemax")
+        self.frame_ring = Gauge("vidwatch_evidence_frame_ring_bytes", "Memory held by the camera's evidence frame "
+                                "ring (native frames sent to inference, I420)", ["camera"], registry=registry,
+                                multiprocess_mode="livemax")
         self.stage_seconds = stage_seconds_counter(registry)
         self.gate = GateMetrics(registry)
         self.ring = RingMetrics(registry)
@@ -191,6 +194,7 @@ class CameraReader(threading.Thread):
                 started = time.perf_counter()
                 if self.evidence is not None and frame.native is not None:  # snapshots of the frames sent
                     self.evidence.on_sent(frame.seq, frame.t_capture, frame.native)
+                    self.metrics.frame_ring.labels(self.camera.id).set(self.evidence.ring.nbytes())
                     frame.native = None
                     evidence.inc(time.perf_counter() - started)
                     started = time.perf_counter()

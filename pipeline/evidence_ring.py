@@ -90,18 +90,21 @@ class FrameRing:
         self.seconds = seconds
         self._frames: deque[RingFrame] = deque(maxlen=max(2, int(seconds * fps) + 1))
         self._lock = threading.Lock()
+        self._nbytes = 0
 
     def push(self, seq: int, t_capture: float, bgr: np.ndarray) -> None:
         frame = RingFrame(seq, t_capture, pack(bgr))  # outside the lock: the server may be reading
         with self._lock:
+            if len(self._frames) == self._frames.maxlen:
+                self._nbytes -= self._frames[0].packed.nbytes
             self._frames.append(frame)
+            self._nbytes += frame.packed.nbytes
             while self._frames[0].t_capture < t_capture - self.seconds:
-                self._frames.popleft()
+                self._nbytes -= self._frames.popleft().packed.nbytes
 
     def nbytes(self) -> int:
         """Bytes of the frames held."""
-        with self._lock:
-            return sum(f.packed.nbytes for f in self._frames)
+        return self._nbytes
 
     def seqs(self) -> list[int]:
         """Frame numbers held, oldest first."""

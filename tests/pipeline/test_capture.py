@@ -113,3 +113,5 @@ def test_motion_gate_holds_back_the_still_start_and_sends_the_preroll(models_dir
     # Snapshots are kept of the frames sent (an alert names one of them), not of the held-back ones.
     held = node.evidence["a"].ring.seqs()
     assert held[:len(seqs)] == seqs and not set(range(first_run, onset)) & set(held)
+    ring_bytes = registry.get_sample_value("vidwatch_evidence_frame_ring_bytes", {"camera": "a"})
+    assert ring_bytes == len(held) * 768 * 432 * 3 // 2  # I420 frames of the 768x432 clip

@@ -41,8 +41,12 @@ def test_ring_drops_frames_older_than_its_seconds() -> None:
     for seq in (0, 1, 2):  # a keep-alive burst...
         ring.push(seq, 1000.0 + seq / 10, _frame(seq, 64, 36))
     assert ring.seqs() == [0, 1, 2]  # ...stays while nothing newer comes
+    assert ring.nbytes() == 3 * 64 * 36 * 3 // 2
     ring.push(50, 1005.0, _frame(50, 64, 36))  # 5 s later: the burst is older than 1 s
-    assert ring.seqs() == [50]
+    assert ring.seqs() == [50] and ring.nbytes() == 64 * 36 * 3 // 2
+    for seq in range(51, 80):  # past maxlen (11 frames) within the second
+        ring.push(seq, 1005.0 + (seq - 50) / 100, _frame(seq, 64, 36))
+    assert len(ring.seqs()) == 11 and ring.nbytes() == 11 * 64 * 36 * 3 // 2
 
 
 def test_frames_are_held_as_i420_half_the_bytes_and_come_back_close() -> None:
