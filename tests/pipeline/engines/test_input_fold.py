@@ -71,7 +71,7 @@ def test_the_identity_chain_folds_bit_for_bit(tmp_path: Path) -> None:
     folded = fold_input(path)
     assert folded is not None
     ops = [n.op_type for n in onnx.load_from_string(folded).graph.node]
-    assert ops == ["Transpose", "Pad", "QLinearConv", "DequantizeLinear"]
+    assert ops == ["Transpose", "QLinearConv", "DequantizeLinear"]  # the uint8 Pad went into the conv's pads
     frames = _frames(32, 48, 4)
     frames[0] = 0
     frames[1] = 255  # both ends of the uint8 range
@@ -86,8 +86,38 @@ def test_a_chain_that_is_not_the_identity_is_left_alone(tmp_path: Path, mean: fl
     assert fold_input(_input_chain(tmp_path / "head.onnx", mean, std, scale, zero)) is None
 
 
-def test_fp32_graphs_are_left_alone(models_dir: Path) -> None:
-    assert fold_input(models_dir / "demo-anomaly" / "trunk.onnx") is None
+def test_fp32_trunk_pads_fold_into_its_convolutions_with_the_same_features(models_dir: Path) -> None:
+    path = models_dir / "demo-anomaly" / "trunk.onnx"
+    folded = fold_input(path)
+    assert folded is not None
+    before = [n.op_type for n in onnx.load(str(path)).graph.node]
+    after = [n.op_type for n in onnx.load_from_string(folded).graph.node]
+    assert "Pad" in before and "Pad" not in after and after.count("Conv") == before.count("Conv")
+    frames = _frames(224, 224, 6, start=300)
+    expected = _session(str(path)).run(None, {"frames": frames})[0]
+    assert np.array_equal(_session(folded).run(None, {"frames": frames})[0], expected)
+
+
+def _padded_conv(path: Path, value: float) -> Path:
+    inits = [numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.array(value, np.float32), "value"),
+             numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["p"], mode="constant"),
+             helper.make_node("Conv", ["p", "w"], ["y"], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "padded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return path
+
+
+def test_a_pad_by_zero_folds_and_a_pad_by_another_value_stays(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).normal(size=(1, 3, 9, 9)).astype(np.float32)
+    zero = _padded_conv(tmp_path / "zero.onnx", 0.0)
+    folded = fold_input(zero)
+    assert folded is not None and [n.op_type for n in onnx.load_from_string(folded).graph.node] == ["Conv"]
+    expected = _session(str(zero)).run(None, {"x": x})[0]
+    assert np.allclose(_session(folded).run(None, {"x": x})[0], expected, atol=1e-6)
+    assert fold_input(_padded_conv(tmp_path / "one.onnx", 1.0)) is None
 
 
 def test_int8_trunk_folded_gives_the_same_features(models_dir: Path, tmp_path: Path) -> None:
