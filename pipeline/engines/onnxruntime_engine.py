@@ -34,8 +34,9 @@ class OnnxRuntimeConfig(EngineOptions):
     intra_op_threads: int = Field(1, ge=1)
     cpu_mem_arena: bool = Field(True, description="keep freed buffers for reuse (a few % faster; off saves "
                                                   "~250 MiB per worker at batch 32)")
-    fold_input: bool = Field(True, description="run an INT8 graph's uint8 input without its float round trip "
-                                               "(bit-identical outputs, ~25% less CPU; pipeline/engines/input_fold.py)")
+    fold_input: bool = Field(True, description="exact graph folds at load: an INT8 graph's float input round trip, "
+                                               "Pads into the convolutions after them (same outputs, 20-30% less "
+                                               "CPU; pipeline/engines/input_fold.py)")
 
 
 class OrtCudaConfig(EngineOptions):
@@ -68,8 +69,8 @@ class OnnxRuntimeEngine:
 
         providers = providers or list(options.get("providers", _DEFAULT_PROVIDERS))
         wanted = [p if isinstance(p, str) else p[0] for p in providers]
-        # CPU: an INT8 graph's float input chain folded away, bit for bit (input_fold.py); other
-        # providers get the graph as it is (their own fusions differ).
+        # CPU: exact folds (an INT8 graph's float input chain, Pads into convolutions; input_fold.py);
+        # other providers get the graph as it is (their own fusions differ).
         cpu_only = wanted == ["CPUExecutionProvider"]
         source: str | bytes = (fold_input(path) if cpu_only and options.get("fold_input", True) else None) or str(path)
         try:
