@@ -45,6 +45,8 @@ def fold_input(path: Path) -> bytes | None:
     padded = _fold_pads(model)
     if not folded and not padded:
         return None
+    logger.info("onnxruntime: %s loads with %s%d Pad(s) folded into convolutions", path.name,
+                "its INT8 input chain and " if folded else "", padded)
     return bytes(model.SerializeToString())
 
 
