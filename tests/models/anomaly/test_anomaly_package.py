@@ -19,7 +19,7 @@ from pipeline.engines import create_engine
 from pipeline.errors import VidwatchError
 from pipeline.features import create_feature
 from pipeline.modelpkg import ModelPackage, load_package
-from pipeline.runner import FrameMeta, PackageRunner, Subscription, score_frames
+from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult, score_frames
 
 FRAMES_PER_CLIP = 16
 CONFIG = AnomalyConfig()
@@ -96,18 +96,24 @@ def test_offline_scoring_uses_the_runner(fitted: tuple[Path, Path], ped2: Path) 
     assert result.heatmaps[0].shape == (15, 23)
 
 
-def test_a_camera_calibrates_itself_live(fitted: tuple[Path, Path], ped2: Path) -> None:
-    package: ModelPackage = load_package(fitted[0])
+def _calibrate_live(package: ModelPackage, frames: list[np.ndarray]
+                    ) -> tuple[list[WindowResult], dict[str, np.ndarray] | None]:
+    """Feed ``frames`` to one camera that calibrates for 1.6 s (16 frames), 8 frames a batch: its
+    window results and the state it fitted."""
     runner = PackageRunner([package])
     runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
-    frames = _frames(ped2, "Test001", 0, 30)
-    results = []
+    results: list[WindowResult] = []
     for start in range(0, len(frames), 8):
         metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(frames)))]
         results += runner.process(np.stack(frames[start:start + 8]), metas)
-        if start == 16:  # calibration (1.6 s = 16 frames) fits in a thread: let it finish on a loaded machine
+        if start == 16:  # calibration fits in a thread: let it finish on a loaded machine
             assert runner.camera_states("cam")[package.name].wait_fitted(120)
-    state = runner.camera_states("cam")[package.name].state
+    return results, runner.camera_states("cam")[package.name].state
+
+
+def test_a_camera_calibrates_itself_live(fitted: tuple[Path, Path], ped2: Path) -> None:
+    package: ModelPackage = load_package(fitted[0])
+    results, state = _calibrate_live(package, _frames(ped2, "Test001", 0, 30))
     assert state is not None and set(state) == set(STATE_INPUTS)
     assert results and all(np.isfinite(r.scores).all() for r in results)
     assert FITTERS.get(FITTER) is not None and package.manifest.calibration.collect == [APPEARANCE, MOTION]
@@ -187,16 +193,7 @@ def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk:
     for name in OUTPUTS:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
     assert np.allclose(got["frame_scores"], got["scores"])  # every frame reads the window mean
-    runner = PackageRunner([package])
-    runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
-    live = _frames(ped2, "Test001", 0, 40)
-    results = []
-    for start in range(0, len(live), 8):
-        metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(live)))]
-        results += runner.process(np.stack(live[start:start + 8]), metas)
-        if start == 16:  # calibration (1.6 s = 16 frames) fits in a thread: let it finish on a loaded machine
-            assert runner.camera_states("cam")[package.name].wait_fitted(120)
-    fitted_state = runner.camera_states("cam")[package.name].state
+    results, fitted_state = _calibrate_live(package, _frames(ped2, "Test001", 0, 40))
     assert fitted_state is not None and set(fitted_state) >= set(STATE_INPUTS)
     assert (fitted_state["flow_lower"][2] == 0).all() and not fitted_state["flow_inv_std"][0].any()
     assert results and all(np.isfinite(r.scores).all() for r in results)
