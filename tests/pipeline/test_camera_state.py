@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from pipeline.motion_gate import CameraGate, MotionGateConfig
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult
 from tests.conftest import PEOPLE_CLIP
 from tests.pipeline.package_helpers import motion_package
+from tests.support.video import rgb_frames
 
 T = 4  # the test package's window
 
@@ -25,13 +25,7 @@ T = 4  # the test package's window
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:
     """The first 12 s of the people clip at 10 fps, 224x224 RGB: still until ~6 s, then someone walks in."""
-    cap = cv2.VideoCapture(str(PEOPLE_CLIP))
-    out = []
-    while len(out) < 120:
-        ok, bgr = cap.read()
-        assert ok
-        out.append(cv2.cvtColor(cv2.resize(bgr, (224, 224), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-    return np.stack(out)
+    return rgb_frames(PEOPLE_CLIP, 120, (224, 224))
 
 
 def _feed(runner: PackageRunner, frames: np.ndarray, seqs: list[int], gap_flags: list[bool] | None = None,

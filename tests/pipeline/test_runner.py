@@ -7,7 +7,6 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -19,6 +18,7 @@ from pipeline.modelpkg import ModelPackage, load_package
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult, score_frames
 from tests.conftest import PEOPLE_CLIP
 from tests.pipeline.package_helpers import motion_package
+from tests.support.video import rgb_frames
 
 
 class CountingEngine:
@@ -34,13 +34,7 @@ class CountingEngine:
 
 @pytest.fixture(scope="module")
 def clip_frames() -> np.ndarray:
-    cap = cv2.VideoCapture(str(PEOPLE_CLIP))
-    frames = []
-    while len(frames) < 48:
-        ok, bgr = cap.read()
-        assert ok
-        frames.append(cv2.cvtColor(cv2.resize(bgr, (224, 224), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
+    return rgb_frames(PEOPLE_CLIP, 48, (224, 224))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""FFmpeg-side checks for tests: what ffprobe says of a file, whether it decodes, faststart."""
+"""Video for tests: a clip's first frames as the models see them, and FFmpeg-side checks (what
+ffprobe says of a file, whether it decodes, faststart)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,24 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import cv2
+import numpy as np
+
+
+def rgb_frames(path: Path, count: int, size: tuple[int, int]) -> np.ndarray:
+    """The first ``count`` frames of ``path``, area-resized to ``size`` (width, height), RGB,
+    stacked ``[count, h, w, 3]``; fails if the clip is shorter."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while len(frames) < count:
+            ok, bgr = cap.read()
+            assert ok, f"{path} has fewer than {count} frames"
+            frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    return np.stack(frames)
 
 
 def ffmpeg_missing() -> str | None:

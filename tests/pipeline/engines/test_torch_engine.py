@@ -25,6 +25,7 @@ from pipeline.errors import EngineError  # noqa: E402
 from pipeline.modelpkg import load_package  # noqa: E402
 from pipeline.runner import score_frames  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.support.video import rgb_frames  # noqa: E402
 
 CPU = {"device": "cpu", "fallback": "error"}
 
@@ -35,20 +36,6 @@ def _ped2_frames(shared_data: Path, count: int) -> list[np.ndarray]:
     folder = shared_data / "ucsd_ped2" / "test" / "Test001"
     paths = sorted(folder.glob("*.jpg"))[55:55 + count]  # normal frames, then the first anomalous ones
     return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
-
-
-def _clip_frames(path: Path, count: int, size: tuple[int, int]) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while len(frames) < count:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
 
 
 @pytest.mark.slow
@@ -67,7 +54,7 @@ def test_ped2_package_on_torch_matches_onnxruntime_on_real_frames(models_dir: Pa
 def test_fight_package_on_torch_matches_onnxruntime_on_a_real_clip(models_dir: Path) -> None:
     """motion graph (160x160 uint8 frame deltas in) + temporal head, via the runner."""
     package = load_package(models_dir / "fight")
-    frames = _clip_frames(ROOT / "deploy" / "samples" / "fight-demo.mp4", 16, (224, 224))
+    frames = list(rgb_frames(ROOT / "deploy" / "samples" / "fight-demo.mp4", 16, (224, 224)))
     ort = score_frames(package, frames, batch=8)
     torch_cpu = score_frames(package, frames, batch=8, engine="torch-cuda", engine_options=CPU)
     np.testing.assert_allclose(torch_cpu.window_scores, ort.window_scores, atol=1e-4)

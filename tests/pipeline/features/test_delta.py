@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from pipeline.features import FRAME_FEATURES, create_feature
 from pipeline.features.delta import KIND, ZERO, FrameDelta, encode_clip
 from tests.conftest import PEOPLE_CLIP
+from tests.support.video import rgb_frames
 
 
 @pytest.fixture(scope="module")
 def clip() -> np.ndarray:
-    cap = cv2.VideoCapture(str(PEOPLE_CLIP))
-    frames: list[np.ndarray] = []
-    while len(frames) < 8:
-        ok, bgr = cap.read()
-        assert ok
-        frames.append(cv2.cvtColor(cv2.resize(bgr, (96, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
+    return rgb_frames(PEOPLE_CLIP, 8, (96, 64))
 
 
 def _flat(value: int, height: int = 64, width: int = 96) -> np.ndarray:
