@@ -130,6 +130,16 @@ def pod_cameras(config: Config) -> tuple[dict[str, list[str]], dict[str, list[st
     return capture_pods, infer_pods
 
 
+def _assert_pod_serves(pod: str, service: dict[str, Any], service_ports: set[int], connect_to: str, bind: str) -> None:
+    """Peers connect to ``pod`` by its stable DNS name under the headless ``service``, on the port the
+    pod binds, and the service exposes that port."""
+    connect = re.fullmatch(r"tcp://([^:]+):(\d+)", connect_to)
+    bound = re.fullmatch(r"tcp://\*:(\d+)", bind)
+    assert connect and bound, (connect_to, bind)
+    assert connect.group(1) == f"{pod}.{service['metadata']['name']}"
+    assert connect.group(2) == bound.group(1) and int(bound.group(1)) in service_ports
+
+
 def test_each_pod_ordinal_owns_the_cameras_vidwatch_run_gives_it_on_one_host() -> None:
     config = k8s_config()
     capture_pods, infer_pods = pod_cameras(config)
@@ -159,11 +169,8 @@ def test_frames_for_a_camera_reach_the_pod_that_owns_it() -> None:
     service_ports = {p["port"] for p in service["spec"]["ports"]}
     for pod, cams in infer_pods.items():
         index = index_from_hostname(pod)
-        connect = re.fullmatch(r"tcp://([^:]+):(\d+)", worker_endpoint(config.inference.endpoint, index))
-        bind = re.fullmatch(r"tcp://\*:(\d+)", worker_endpoint(config.inference.bind or "", index))
-        assert connect and bind, (config.inference.endpoint, config.inference.bind)
-        assert connect.group(1) == f"{pod}.{service['metadata']['name']}"
-        assert connect.group(2) == bind.group(1) and int(bind.group(1)) in service_ports
+        _assert_pod_serves(pod, service, service_ports, worker_endpoint(config.inference.endpoint, index),
+                           worker_endpoint(config.inference.bind or "", index))
         assert all(config.workers()[c] == index for c in cams)
     sink = re.fullmatch(r"tcp://([^:]+):(\d+)", config.sink.endpoint)
     assert sink and sink.group(1) == by_kind("Service", "vidwatch-sink")["metadata"]["name"]
@@ -241,8 +248,5 @@ def test_the_sink_reaches_each_capture_pod_for_snapshots_and_clips() -> None:
     service_ports = {p["port"] for p in service["spec"]["ports"]}
     for pod in capture_pods:
         group = index_from_hostname(pod)
-        connect = re.fullmatch(r"tcp://([^:]+):(\d+)", group_endpoint(config.evidence.endpoint, group))
-        bind = re.fullmatch(r"tcp://\*:(\d+)", group_endpoint(config.evidence.bind or "", group))
-        assert connect and bind, (config.evidence.endpoint, config.evidence.bind)
-        assert connect.group(1) == f"{pod}.{service['metadata']['name']}"
-        assert connect.group(2) == bind.group(1) and int(bind.group(1)) in service_ports
+        _assert_pod_serves(pod, service, service_ports, group_endpoint(config.evidence.endpoint, group),
+                           group_endpoint(config.evidence.bind or "", group))
