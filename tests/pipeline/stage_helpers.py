@@ -1,7 +1,9 @@
-"""Run a stage in a thread of the test process, on real sockets, and stop it cleanly."""
+"""Run a stage in a thread of the test process, on real sockets, and stop it cleanly; stop a `vidwatch run`."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,3 +61,12 @@ def running(stage: Any) -> Iterator[Any]:
         stage.stop.set()
         thread.join(15)
         assert not thread.is_alive(), f"{type(stage).__name__} did not stop"
+
+
+def interrupt(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a ``vidwatch run`` as Ctrl-C does (SIGINT); kill it if it has not exited after ``timeout`` s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

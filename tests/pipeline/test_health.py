@@ -29,7 +29,7 @@ from pipeline.health import (
 )
 from pipeline.http_server import serve_metrics
 from tests.conftest import PEOPLE_CLIP, ROOT, free_port
-from tests.pipeline.stage_helpers import make_config, running, write_run_config
+from tests.pipeline.stage_helpers import interrupt, make_config, running, write_run_config
 
 
 def get_json(url: str) -> tuple[int, dict[str, Any]]:
@@ -184,11 +184,7 @@ def test_readyz_follows_a_killed_stage_and_the_supervisor_notifies_systemd(model
         assert back, f"not ready again after the restart: {answer()}"
         assert back[1]["stages"]["infer-0"]["detail"]["pid"] != infer_pid
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc)
         drain()
         notify.close()
     assert b"STOPPING=1" in messages, messages
@@ -254,11 +250,7 @@ metrics: {{port: {port}}}
         assert body, "/readyz never said (only) that the inference worker is down, and why"
         assert "sha256" in " ".join(body["not_ready"]["infer-0"]), body
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc)
 
 
 def test_supervisor_feeds_the_watchdog_only_while_no_stage_stays_unready(models_dir: Path, tmp_path: Path,
