@@ -156,7 +156,9 @@ def markdown(r: dict[str, Any]) -> str:
                 if metric not in ("n", "n_frames"):
                     lines.append(f"| {model} | {metric} | {value} | {int8.get(metric)} |")
         lines += ["", "INT8: the anomaly-224 trunk and the fight motion graph. anomaly-224: UCSD Ped2 test, pooled "
-                  "frame AUC (fitted on Ped2 train). fight: the 200 shared clips the shipped model was trained on, "
+                  "frame AUC (fitted on Ped2 train; the six shared test clips the anomaly design was chosen on, so "
+                  "only the FP32/INT8 difference means anything here; its nested-CV figure is in "
+                  "models/anomaly/README.md). fight: the 200 shared clips the shipped model was trained on, "
                   "so only the FP32/INT8 difference means anything here; its cross-validated accuracy is in "
                   "models/action/README.md.", ""]
     if "action" in r:
