@@ -8,7 +8,8 @@ times use. Two ways in:
 
 - ``copy``: RTSP cameras. FFmpeg opens the stream itself and keeps the camera's own compressed
   packets (``-c copy``): no decode, no re-encode, the picture the camera sent (as Frigate
-  records). Segments cut at the camera's keyframes, so a clip starts up to one GOP early.
+  records). Segments cut at the camera's keyframes, so a clip starts up to one GOP early. The
+  camera URL reaches FFmpeg on its stdin, never on its command line (see ``copy_command``).
 - ``encode``: files, USB, image folders. The capture reader hands over each *sampled* frame
   (already decoded for the models) and FFmpeg encodes it (libx264 ultrafast, yuv420p, a keyframe
   every half segment). A writer thread with a short queue stands between: a slow encoder drops
@@ -100,10 +101,24 @@ def _segment_args(folder: Path, settings: EvidenceConfig) -> list[str]:
             str(folder / "seg-%03d.mp4")]
 
 
-def copy_command(url: str, folder: Path, settings: EvidenceConfig) -> list[str]:
-    return [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-rtsp_transport", "tcp",
-            "-use_wallclock_as_timestamps", "1", "-i", url, "-map", "0:v:0", "-c", "copy",
-            *_segment_args(folder, settings)]
+# Protocols the copy input may open: the script on stdin, then the camera (RTSP over TCP, TLS for rtsps)
+_COPY_PROTOCOLS = "pipe,rtsp,rtsps,rtp,srtp,tcp,udp,tls"
+
+
+def copy_command(folder: Path, settings: EvidenceConfig) -> list[str]:
+    """FFmpeg stream copy of the camera named by :func:`copy_source_script`, which FFmpeg reads from its
+    stdin: the URL (it can hold the camera's password) is not on the command line, which every local
+    user can read (``ps``, ``/proc/<pid>/cmdline``)."""
+    return [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "concat", "-safe", "0",
+            "-protocol_whitelist", _COPY_PROTOCOLS, "-use_wallclock_as_timestamps", "1", "-i", "pipe:0",
+            "-map", "0:v:0", "-c", "copy", *_segment_args(folder, settings)]
+
+
+def copy_source_script(url: str) -> str:
+    """An FFmpeg concat script naming the one camera URL (single-quoted: a ``'`` in it is written
+    ``'\\''``), opened over TCP as ``-rtsp_transport tcp`` would."""
+    quoted = "'" + url.replace("'", "'\\''") + "'"
+    return f"ffconcat version 1.0\nfile {quoted}\noption rtsp_transport tcp\n"
 
 
 def encode_command(width: int, height: int, fps: float, folder: Path, settings: EvidenceConfig) -> list[str]:
@@ -239,7 +254,8 @@ class SegmentRecorder:
     def _copy_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                self._proc = self._spawn(copy_command(str(self.source), self.folder, self.settings))
+                self._proc = self._spawn(copy_command(self.folder, self.settings),
+                                         script=copy_source_script(str(self.source)))
             except VidwatchError as exc:
                 self._failed("spawn", str(exc))
             else:
@@ -279,17 +295,26 @@ class SegmentRecorder:
             self.metrics.last_segment.labels(self.camera).set(time.time())
         return True
 
-    def _spawn(self, command: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
-        if stdin is None and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
+    def _spawn(self, command: list[str], stdin: int | None = None, script: str | None = None
+               ) -> subprocess.Popen[bytes]:
+        """Start FFmpeg; ``script`` is written to its stdin and stdin closed (copy mode's input)."""
+        if self.mode == "copy" and _SETPRIV:  # a killed capture node must not leave FFmpeg recording a camera
             command = [_SETPRIV, "--pdeathsig", "TERM", *command]
         try:
             # Its own session: a Ctrl-C to the terminal's process group must not signal FFmpeg as well
             # (the recorder sends the one SIGTERM that ends it; see _copy_loop).
-            proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(command, stdin=subprocess.PIPE if script is not None else stdin,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise VidwatchError(f"cannot start {FFMPEG} for camera {self.camera} clips: {exc}; install FFmpeg "
                                 f"(deploy/install-system-deps.sh) or set evidence.clips: false") from exc
+        if script is not None:
+            assert proc.stdin is not None
+            try:
+                with proc.stdin:
+                    proc.stdin.write(script.encode())
+            except OSError:
+                pass  # FFmpeg already gone: supervision sees it exit and restarts it
         self._spawned_at = time.monotonic()
         self._stderr_tail = deque(maxlen=STDERR_TAIL)  # this run's; a dead run's reader keeps its own
         assert proc.stderr is not None
@@ -333,7 +358,7 @@ class SegmentRecorder:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.stdin is not None:
+        if self.mode == "encode" and proc.stdin is not None:
             try:
                 proc.stdin.close()
             except OSError:

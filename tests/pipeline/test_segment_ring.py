@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from pipeline import segment_ring
 from pipeline.clips import cut_clip, read_index
 from pipeline.config import EvidenceConfig
-from pipeline.segment_ring import RingMetrics, SegmentRecorder, copy_command, recording_mode, ring_dir
+from pipeline.segment_ring import (RingMetrics, SegmentRecorder, copy_command, copy_source_script, recording_mode,
+                                   ring_dir)
 from tests.conftest import PEOPLE_CLIP, ROOT
 from tests.support.rtsp import rtsp_available, rtsp_server
 from tests.support.video import decode_errors, ffmpeg_missing, probe
@@ -32,8 +33,21 @@ def test_rtsp_is_copied_everything_else_encoded() -> None:
     assert recording_mode("RTSPS://cam/stream") == "copy"
     assert recording_mode("video.mp4") == "encode" and recording_mode(0) == "encode"
     assert recording_mode("http://cam/mjpeg") == "encode"
-    command = copy_command("rtsp://cam/s", Path("/r"), EvidenceConfig())
+    command = copy_command(Path("/r"), EvidenceConfig())
     assert command[command.index("-c") + 1] == "copy" and "libx264" not in command
+    assert command[command.index("-i") + 1] == "pipe:0"  # the camera URL comes on stdin, never in argv
+
+
+@pytest.mark.skipif(ffmpeg_missing() is not None, reason=str(ffmpeg_missing()))
+def test_the_source_script_names_a_url_with_quotes_as_ffmpeg_reads_it(tmp_path: Path) -> None:
+    """FFmpeg's own concat parser opens the file named in the script, a ``'`` in its name included."""
+    odd = tmp_path / "it's a 'clip'.mp4"
+    shutil.copy(PEOPLE_CLIP, odd)
+    script = copy_source_script(f"file:{odd}")  # a URL, as a camera's is (a bare path reads as pipe:)
+    run = subprocess.run(["ffprobe", "-v", "error", "-f", "concat", "-safe", "0", "-protocol_whitelist", "pipe,file",
+                          "-show_entries", "stream=codec_name", "-of", "csv=p=0", "-i", "pipe:0"],
+                         input=script.encode(), capture_output=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.decode().split() == ["h264"], run.stderr.decode()
 
 
 @pytest.mark.rtsp
@@ -215,6 +229,28 @@ def test_a_hung_encoder_is_restarted_while_frames_come_and_the_ring_records_agai
         feeder.join()
         recorder.close()
     assert proc.poll() is not None, "the hung encoder was left running"
+
+
+@pytest.mark.rtsp
+@pytest.mark.slow
+def test_a_camera_password_is_not_on_ffmpegs_command_line(tmp_path: Path) -> None:
+    """Any local user can read a process's arguments (``ps``, ``/proc/<pid>/cmdline``): the ring's
+    FFmpeg records an authenticated camera while its command line holds no credentials."""
+    _needs_rtsp()
+    folder = ring_dir(tmp_path, "cam0")
+    with rtsp_server({"cam0": PEOPLE_CLIP}, auth="admin:right-pw-Q7") as server:
+        url = server.url("cam0").replace("rtsp://", "rtsp://admin:right-pw-Q7@")
+        recorder = SegmentRecorder("cam0", url, 10.0, tmp_path, EvidenceConfig(segment_s=1.0))
+        recorder.start()
+        try:
+            assert _wait(lambda: len(read_index(folder)) >= 2, 90), "the authenticated camera was never recorded"
+            proc = recorder._proc
+            assert proc is not None and proc.poll() is None
+            commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in [proc.pid, *_children(proc.pid)]]
+        finally:
+            recorder.close()
+    assert any(b"ffmpeg" in c for c in commands), commands
+    assert not any(b"right-pw-Q7" in c or b"admin" in c for c in commands), commands
 
 
 @pytest.mark.rtsp
