@@ -21,8 +21,14 @@ from prometheus_client import CollectorRegistry
 from pipeline import segment_ring
 from pipeline.clips import cut_clip, read_index
 from pipeline.config import EvidenceConfig
-from pipeline.segment_ring import (RingMetrics, SegmentRecorder, copy_command, copy_source_script, recording_mode,
-                                   ring_dir)
+from pipeline.segment_ring import (
+    RingMetrics,
+    SegmentRecorder,
+    copy_command,
+    copy_source_script,
+    recording_mode,
+    ring_dir,
+)
 from tests.conftest import PEOPLE_CLIP, ROOT
 from tests.support.rtsp import rtsp_available, rtsp_server
 from tests.support.video import decode_errors, ffmpeg_missing, probe
