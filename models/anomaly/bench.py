@@ -2,6 +2,7 @@
 
     taskset -c 0 python -m models.anomaly.bench PACKAGE FRAME_DIR [--frames 300]
     taskset -c 0 python -m models.anomaly.bench --flow PRESET[@SCALE][+FAR:ROWS] FRAME_DIR   # the flow alone
+    taskset -c 0 python -m models.anomaly.bench --flow medium --size 224x224 FRAME_DIR   # at anomaly-224's input
 
 Counts everything the inference stage does per frame (DIS flow, trunk, window graph, ring
 buffers) on frames already decoded at the package input size; JPEG decoding is the capture
@@ -73,9 +74,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--flow", help="time only the flow feature: DIS preset[@scale][+far_preset:rows], "
                                        "e.g. fast@0.5 or ultrafast@1+medium:5")
+    parser.add_argument("--size", default="240x360", help="with --flow: HEIGHTxWIDTH the frames are resized to "
+                                                          "(240x360: ped2-anomaly; 224x224: the bench's anomaly-224)")
     args = parser.parse_args()
     if args.flow:
-        print(json.dumps(flow_cost(args.flow, args.clip, args.frames)))
+        try:
+            height, width = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            parser.error(f"--size {args.size!r} is not HEIGHTxWIDTH, e.g. 224x224")
+        result = flow_cost(args.flow, args.clip, args.frames, height, width)
+        print(json.dumps({**result, "size": f"{height}x{width}"}))
         return
     if args.package is None:
         parser.error("PACKAGE is required unless --flow is given")

@@ -10,8 +10,7 @@ second frame's (the flow into frame 1 is the best estimate of the motion at fram
 
 Params (manifest ``runtime_features.<name>``): ``height``/``width`` (the package input size;
 other frame sizes are resized to it so magnitudes stay in the units the model was fitted in),
-``cell`` (16), ``preset`` (``ultrafast`` | ``fast`` | ``medium`` | ``ultrafast-fine`` |
-``medium-norefine``, see ``_PRESETS``), ``moving_px`` (1.0),
+``cell`` (16), ``preset`` (see the table; ``medium`` is shipped), ``moving_px`` (1.0),
 ``quantile`` (0.9), ``scale`` (1.0: DIS runs on the input downscaled by ``scale``, cells of
 ``cell * scale`` pixels there, so the grid is unchanged; the flow is scaled back to input
 pixels per frame, so ``moving_px`` and the statistics keep their units), ``first``
@@ -21,11 +20,26 @@ slow in pixels) take the statistics of a second DIS pass, ``far_preset`` at full
 on the top band of the frame only (``far_rows * cell`` pixel rows plus ``BAND_MARGIN_PX`` below, so
 motion at the band's edge is estimated with context); the cheap ``preset``/``scale`` flow of the
 whole frame fills the cell rows below (models/anomaly/README.md, round 4).
+
+DIS presets (``_PRESETS``; finest pyramid level as a fraction of the flow input, patch stride in px,
+gradient-descent iterations per patch, variational refinement iterations; 8-px patches throughout):
+
+=================== ======= ====== ========== ========== =============================================
+preset              finest  stride iterations refinement what it is
+=================== ======= ====== ========== ========== =============================================
+``ultrafast``       1/4     4      12         0          OpenCV's ULTRAFAST
+``fast``            1/4     4      16         5          OpenCV's FAST
+``medium``          1/2     3      25         5          OpenCV's MEDIUM (shipped)
+``ultrafast-fine``  1/2     4      12         0          ultrafast's search at medium's finest level
+``medium-norefine`` 1/2     3      25         0          medium without variational refinement
+``medium-s4``       1/2     4      25         5          medium with a sparser patch grid
+``medium-s4-gd12``  1/2     4      12         5          medium's level and refinement, ultrafast's search
+=================== ======= ====== ========== ========== =============================================
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -37,16 +51,30 @@ KIND = "flow_cells"
 # Per-cell statistics, in channel order. Speed alone misses slow odd movers; the fraction of
 # moving pixels (object size) and the mean direction carry what speed does not.
 CHANNELS = ("dx", "dy", "speed_q", "moving_frac")
-# name -> (OpenCV preset, finest pyramid level or None for the preset's, variational refinement
-# iterations or None). OpenCV's ultrafast and fast stop at 1/4 of the input; medium at 1/2. The two
-# derived presets keep medium's finest level (small far-field movers need it, models/anomaly/README.md
-# round 3) and cut the search (ultrafast-fine) or the variational refinement (medium-norefine).
-_PRESETS: dict[str, tuple[int, int | None, int | None]] = {
-    "ultrafast": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, None, None),
-    "fast": (cv2.DISOPTICAL_FLOW_PRESET_FAST, None, None),
-    "medium": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None, None),
-    "ultrafast-fine": (cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, 1, None),
-    "medium-norefine": (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, None, 0),
+
+
+class DisPreset(NamedTuple):
+    """An OpenCV DIS preset and the settings changed from it (None: the base preset's own)."""
+
+    base: int
+    finest: int | None = None  # finest pyramid level: 1 = 1/2 of the input, 2 = 1/4
+    refine: int | None = None  # variational refinement iterations
+    stride: int | None = None  # patch stride, px
+    iterations: int | None = None  # gradient-descent iterations per patch
+
+
+# OpenCV's ultrafast and fast stop at 1/4 of the input; medium at 1/2. The derived presets keep medium's
+# finest level (small far-field movers need it, models/anomaly/README.md round 3) and cut the search
+# (ultrafast-fine, medium-s4, medium-s4-gd12) or the variational refinement (medium-norefine); round 5 keeps
+# the refinement, which calibrates the speeds, and cuts only the patch search.
+_PRESETS: dict[str, DisPreset] = {
+    "ultrafast": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST),
+    "fast": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_FAST),
+    "medium": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM),
+    "ultrafast-fine": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, finest=1),
+    "medium-norefine": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, refine=0),
+    "medium-s4": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, stride=4),
+    "medium-s4-gd12": DisPreset(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, stride=4, iterations=12),
 }
 
 
@@ -54,12 +82,16 @@ def create_dis(preset: str) -> Any:
     """An OpenCV DIS optical flow object for one of ``_PRESETS``."""
     if preset not in _PRESETS:
         raise ValueError(f"unknown DIS preset {preset!r}; valid: {', '.join(_PRESETS)}")
-    base, finest, refine = _PRESETS[preset]
-    dis = cv2.DISOpticalFlow_create(base)  # type: ignore[attr-defined]
-    if finest is not None:
-        dis.setFinestScale(finest)
-    if refine is not None:
-        dis.setVariationalRefinementIterations(refine)
+    settings = _PRESETS[preset]
+    dis = cv2.DISOpticalFlow_create(settings.base)  # type: ignore[attr-defined]
+    if settings.finest is not None:
+        dis.setFinestScale(settings.finest)
+    if settings.refine is not None:
+        dis.setVariationalRefinementIterations(settings.refine)
+    if settings.stride is not None:
+        dis.setPatchStride(settings.stride)
+    if settings.iterations is not None:
+        dis.setGradientDescentIterations(settings.iterations)
     return dis
 
 

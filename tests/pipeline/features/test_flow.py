@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from pipeline.features import FRAME_FEATURES, create_feature
-from pipeline.features.flow import BAND_MARGIN_PX, CHANNELS, KIND, borrow_first, cell_stats, grid_shape, parse_flow
+from pipeline.features.flow import (
+    BAND_MARGIN_PX,
+    CHANNELS,
+    KIND,
+    borrow_first,
+    cell_stats,
+    create_dis,
+    grid_shape,
+    parse_flow,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +70,50 @@ def test_cell_stats_pads_partial_cells() -> None:
 
 
 def test_unknown_preset_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match="ultrafast, fast, medium"):
+    with pytest.raises(ValueError, match="ultrafast, fast, medium, .*medium-s4, medium-s4-gd12"):
         create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "slow"})
+
+
+# (finest level, patch stride, gradient-descent iterations, variational refinement) each preset must build
+DIS_SETTINGS = {
+    "medium": (1, 3, 25, 5),
+    "ultrafast-fine": (1, 4, 12, 0),
+    "medium-norefine": (1, 3, 25, 0),
+    "medium-s4": (1, 4, 25, 5),
+    "medium-s4-gd12": (1, 4, 12, 5),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(DIS_SETTINGS))
+def test_derived_presets_build_dis_with_their_settings(preset: str) -> None:
+    dis = create_dis(preset)
+    got = (dis.getFinestScale(), dis.getPatchStride(), dis.getGradientDescentIterations(),
+           dis.getVariationalRefinementIterations())
+    assert got == DIS_SETTINGS[preset]
+    assert dis.getPatchSize() == 8
+
+
+@pytest.mark.parametrize("preset", ["medium-s4", "medium-s4-gd12"])
+def test_cheaper_search_presets_measure_a_known_shift_and_walkers(preset: str,
+                                                                   ped2_frames: list[np.ndarray]) -> None:
+    """Round 5's presets (medium's finest level and refinement, a cheaper patch search): same units and
+    grid as medium, a 3-px shift measured, and Ped2 walkers moving where medium sees them."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (260, 380), dtype=np.uint8), (5, 5), 0)
+    a, b = texture[10:250, 10:370], texture[10:250, 7:367]  # content moves 3 px right
+    feature = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": preset})
+    feature(np.repeat(a[..., None], 3, axis=2))
+    inner = feature(np.repeat(b[..., None], 3, axis=2))[:, 2:-2, 2:-2]
+    assert np.median(inner[0]) == pytest.approx(3.0, abs=0.3)
+    assert np.median(np.abs(inner[1])) < 0.3
+    cheap = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": preset})
+    medium = create_feature({"kind": KIND, "height": 240, "width": 360, "preset": "medium"})
+    for frame in ped2_frames:
+        got, ref = cheap(frame), medium(frame)
+    assert got.shape == ref.shape == (len(CHANNELS), 15, 23)
+    moving = ref[2] > 0.3  # cells where medium sees a walker
+    assert moving.sum() >= 3 and got[2][moving].mean() == pytest.approx(ref[2][moving].mean(), rel=0.2)
+    assert not np.array_equal(got, ref)  # a different search, not medium under another name
 
 
 @pytest.mark.parametrize("preset", ["fast", "medium"])
