@@ -42,7 +42,7 @@ class AnomalyConfig:
     fps: float = 10.0  # flow magnitudes are in pixels per frame at this rate
     window_frames: int = 3  # alert score = mean of the window's per-frame peaks
     frame_score: str = "peak"  # "peak": a frame's own peak; "window": the window mean (temporal smoothing)
-    flow_preset: str = "medium"  # DIS preset; every cheaper one measured loses >= 0.014 nested AUC (README r3)
+    flow_preset: str = "medium"  # DIS preset; every cheaper one measured misses the rule (README rounds 3-5)
     flow_scale: float = 1.0  # DIS on the input downscaled by this (cells of 16*scale px there: same grid)
     flow_far_rows: int = 0  # top cell rows taking a second, fine DIS pass on the far-field band (0: none)
     flow_far_preset: str = "medium"  # that pass's DIS preset, at full resolution (README round 4)
