@@ -130,6 +130,8 @@ def markdown(r: dict[str, Any]) -> str:
                   f"max batch {w['max_batch']}. Pass: {w['criteria']}.", ""]
         if "sample_fps_source" in w:  # results from before the models' rates were read from their manifests lack it
             lines += [f"Sampling rate: {w['sample_fps_source']}. Stride: {w['stride_choice']}.", ""]
+        if "per_frame_work" in w:  # results from before the runner skipped unread frames lack it
+            lines += [f"Per-frame work: {w['per_frame_work']}.", ""]
         lines += ["| streams | drop rate | p50 s | p99 s | windows/s | CPU cores | CPU/stream | RSS MiB | pass |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for run in s["runs"]:

@@ -2,7 +2,9 @@
 are built from, runtime features (optical flow...), fitted arrays and live calibration.
 
 The ring holds what window graphs read, never raw frames (except the latest, for evidence), so
-a frame's features are computed once and reused by every window that overlaps it.
+a frame's features are computed once and reused by every window that overlaps it. Windows end when
+the ring first fills, then every ``stride`` frames; with a stride longer than the window, the
+frames between two windows are in none, and their sources are never computed (``frame_is_read``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +60,26 @@ class StateStore:
         os.replace(tmp, path)
 
 
+# The ring slot of a frame no window reads: its sources were never computed (see frame_is_read).
+SKIPPED = np.empty(0, np.float32)
+SKIPPED.flags.writeable = False
+
+
+def window_ends_at(position: int, frames: int, stride: int) -> bool:
+    """Is a window due at the ``position``-th frame (1-based) of a run of consecutive frames in the
+    ring? The first when the ring fills, then every ``stride`` frames."""
+    return position >= frames and (position - frames) % stride == 0
+
+
+def frame_is_read(position: int, frames: int, stride: int) -> bool:
+    """Will the run's ``position``-th frame (1-based) be in a window if the run goes on? Every frame
+    when ``stride <= frames``; with a longer stride, the ``stride - frames`` frames before each
+    window's first are in none."""
+    if position <= frames:
+        return True
+    return -(position - frames) % stride < frames  # frames until the next window's end
+
+
 @dataclass
 class Window:
     metas: list[FrameMeta]
@@ -86,7 +109,7 @@ class CameraPackageState:
         self._run_first: dict[str, np.ndarray] | None = None  # the stored arrays of the run's first frame
         self.metas: deque[FrameMeta] = deque(maxlen=frames)
         self.ring: dict[str, deque[np.ndarray]] = {s: deque(maxlen=frames) for s in self.window_sources}
-        self.since_window = 0
+        self.position = 0  # frames pushed into the ring since it was last emptied (camera start, gap)
         self.last_frame: np.ndarray | None = None
         self.state: dict[str, np.ndarray] | None = None
         self.calibration_seconds = calibrate_seconds
@@ -146,6 +169,27 @@ class CameraPackageState:
         return self.state[source.removeprefix("state.")]
 
     # -- frames --------------------------------------------------------------------------
+    def plan_reads(self, gaps: Sequence[bool]) -> list[bool]:
+        """Will a window (or calibration) read each of the camera's next frames, if the run goes on?
+        ``gaps``: the frames' gap flags, in frame order, as :meth:`push` will get them. A frame no
+        window reads goes to :meth:`observe_frame` and is pushed without sources."""
+        if self.calibrating:
+            return [True] * len(gaps)  # calibration collects every frame
+        reads, position = [], self.position
+        for gap in gaps:
+            position = 1 if gap else position + 1
+            # A run's second frame lends its motion features to the first (_borrow_first).
+            reads.append(frame_is_read(position, self.frames, self.stride) or (position == 2 and bool(self._borrowing)))
+        return reads
+
+    def observe_frame(self, frame: np.ndarray, gap: bool = False) -> None:
+        """:meth:`compute_features` for a frame no window reads: the features only keep it as their
+        previous frame, so the next frame's values are the same as if it had been computed."""
+        for feature in self.features.values():
+            if gap:
+                feature.reset()
+            feature.observe(frame)
+
     def compute_features(self, frame: np.ndarray, gap: bool = False) -> dict[str, np.ndarray]:
         """Runtime features of this camera's next frame, keyed ``runtime.<name>``.
 
@@ -157,31 +201,35 @@ class CameraPackageState:
                 feature.reset()
         return {key: feature(frame) for key, feature in self.features.items()}
 
-    def push(self, frame: np.ndarray, meta: FrameMeta, sources: dict[str, np.ndarray], gap: bool = False) -> bool:
+    def push(self, frame: np.ndarray, meta: FrameMeta, sources: dict[str, np.ndarray] | None,
+             gap: bool = False) -> bool:
         """Add one frame's sources (frame-graph outputs and the runtime features from
-        :meth:`compute_features`); True when a window is due (ring full and stride reached).
+        :meth:`compute_features`; None for a frame :meth:`plan_reads` said no window reads: the
+        ring holds ``SKIPPED`` for it); True when a window is due (see ``window_ends_at``).
 
         After a ``gap`` the ring starts empty: a window is only ever ``frames`` consecutive frames."""
         self._run_length = 1 if gap else self._run_length + 1
         if self.calibrating:
+            assert sources is not None, "calibration collects every frame"
             self._borrow_first(self._collect(meta, sources, gap), sources)
             return False
         if gap:
             for ring in self.ring.values():
                 ring.clear()
             self.metas.clear()
-            self.since_window = 0
+            self.position = 0
         # Copies, not views: a view of one row keeps the whole batch's output (or the whole received
         # message, for the frame) alive, and a ring of T rows from T batches would pin T batches per camera.
-        stored: dict[str, np.ndarray] = {}
-        for key in self.window_sources:
-            stored[key] = np.array(sources[key], copy=True)
-            self.ring[key].append(stored[key])
-        self._borrow_first(stored, sources)
+        stored = {key: SKIPPED if sources is None else np.array(sources[key], copy=True)
+                  for key in self.window_sources}
+        for key, value in stored.items():
+            self.ring[key].append(value)
+        if sources is not None:
+            self._borrow_first(stored, sources)
         self.metas.append(meta)
         self.last_frame = np.array(frame, copy=True)
-        self.since_window += 1
-        return len(self.metas) == self.frames and (self.since_window >= self.stride or self.since_window == self.frames)
+        self.position += 1
+        return window_ends_at(self.position, self.frames, self.stride)
 
     def _borrow_first(self, stored: dict[str, np.ndarray] | None, sources: dict[str, np.ndarray]) -> None:
         """A run's first frame has no motion features (no previous frame): when its second frame
@@ -198,7 +246,8 @@ class CameraPackageState:
             self._run_first = None
 
     def take_window(self) -> Window:
-        self.since_window = 0
+        assert not any(value is SKIPPED for ring in self.ring.values() for value in ring), \
+            f"camera {self.camera}: a window of {self.package.name} holds a frame planned as read by none"
         return Window(list(self.metas), {k: list(v) for k, v in self.ring.items()}, self.last_frame)
 
     # -- calibration ---------------------------------------------------------------------

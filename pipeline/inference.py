@@ -45,6 +45,9 @@ class InferenceMetrics:
                                 ["stage", "reason"], registry=registry)
         self.windows = Counter("vidwatch_windows_scored_total", "Windows scored", ["camera", "model"],
                                registry=registry)
+        self.frames_skipped = Counter("vidwatch_frames_skipped_total",
+                                      "Frames a model computed nothing for: none of its windows reads them "
+                                      "(window stride longer than the window)", ["model"], registry=registry)
         self.stage_seconds = stage_seconds_counter(registry)
         self.engine_info = Gauge("vidwatch_engine_info", "1 for the engine (and device) this worker runs",
                                  ["engine", "device"], registry=registry, multiprocess_mode="max")
@@ -164,6 +167,8 @@ class InferenceWorker:
         self.metrics.latency.observe(time.perf_counter() - started)
         for step, seconds in self.runner.timings.drain().items():
             self.metrics.stage_seconds.labels(step).inc(seconds)
+        for model, skipped in self.runner.drain_skipped().items():
+            self.metrics.frames_skipped.labels(model).inc(skipped)
         self.metrics.batch_size.observe(len(metas))
         if results:
             self._send(results)

@@ -1,5 +1,8 @@
 """Runs model packages on frames from many cameras: frame graphs once per frame, window graphs
 over per-camera ring buffers, shared graphs (same sha256) once for every package that has them.
+A package's per-frame work (runtime features, frame graphs) is skipped for frames none of its
+windows will read (a stride longer than the window); the features still keep such a frame as the
+previous one, so results are the same as computing everything.
 
 Used by the inference stage live, and offline (``score_frames``) by evaluation, so offline
 figures come from exactly the code that runs in production.
@@ -82,7 +85,9 @@ class PackageRunner:
     """Holds one engine per distinct graph file and the window state of every camera."""
 
     def __init__(self, packages: Sequence[ModelPackage], engine: str = "onnxruntime",
-                 engine_options: Mapping[str, object] | None = None, state_store: StateStore | None = None) -> None:
+                 engine_options: Mapping[str, object] | None = None, state_store: StateStore | None = None,
+                 skip_unread: bool = True) -> None:
+        self.skip_unread = skip_unread  # False: compute every frame (tests compare the two)
         self.packages = {p.name: p for p in packages}
         self._engines: dict[str, Engine] = {}  # sha256 -> engine
         for package in packages:
@@ -93,6 +98,7 @@ class PackageRunner:
         self._cameras: dict[str, dict[str, CameraPackageState]] = {}
         self._last_seq: dict[str, int] = {}
         self.timings = StageTimings()
+        self.skipped: dict[str, int] = {}  # package -> frames no window read, since the last drain
 
     # -- cameras -------------------------------------------------------------------------
     def add_camera(self, camera: str, subscriptions: Iterable[Subscription]) -> None:
@@ -117,12 +123,21 @@ class PackageRunner:
         results: list[WindowResult] = []
         for name, rows in rows_by_package.items():
             package = self.packages[name]
+            reads = self._plan_reads(package, rows, metas, gaps)
+            computed = [row for row, read in zip(rows, reads, strict=True) if read]
+            if len(computed) < len(rows):
+                self.skipped[name] = self.skipped.get(name, 0) + len(rows) - len(computed)
             # Features first: frame graphs may read them, and push() stores them as computed here.
-            features = self._compute_features(package, frames, rows, metas, gaps)
-            per_frame = self._run_frame_graphs(package, frames, rows, metas, shared, features)
-            due = self._push_frames(package, frames, rows, metas, per_frame, gaps)
+            features = self._compute_features(package, frames, rows, metas, gaps, reads)
+            per_frame = self._run_frame_graphs(package, frames, computed, metas, shared, features) if computed else {}
+            due = self._push_frames(package, frames, rows, metas, per_frame, gaps, reads)
             results.extend(self._run_windows(package, due))
         return results
+
+    def drain_skipped(self) -> dict[str, int]:
+        """Frames per package that no window read (nothing computed for them) since the last drain."""
+        skipped, self.skipped = self.skipped, {}
+        return skipped
 
     def mark_gaps(self, metas: Sequence[FrameMeta]) -> list[bool]:
         """Per frame: does it follow a gap in its camera's frames?
@@ -145,6 +160,21 @@ class PackageRunner:
                 rows.setdefault(name, []).append(i)
         return rows
 
+    def _plan_reads(self, package: ModelPackage, rows: list[int], metas: Sequence[FrameMeta],
+                    gaps: Sequence[bool]) -> list[bool]:
+        """Per row: will one of the package's windows (or its calibration) read the frame?"""
+        reads = [True] * len(rows)
+        if not self.skip_unread:
+            return reads
+        by_camera: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_camera.setdefault(metas[row].camera, []).append(i)
+        for camera, indices in by_camera.items():
+            planned = self._cameras[camera][package.name].plan_reads([gaps[rows[i]] for i in indices])
+            for i, read in zip(indices, planned, strict=True):
+                reads[i] = read
+        return reads
+
     def _package_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int]) -> np.ndarray:
         spec = package.manifest.input
         batch = frames[rows]
@@ -154,16 +184,23 @@ class PackageRunner:
         return np.stack([area_resize(f, (spec.width, spec.height)) for f in batch])
 
     def _compute_features(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                          metas: Sequence[FrameMeta], gaps: Sequence[bool]) -> dict[str, np.ndarray]:
-        """The package's runtime features of ``rows``, stacked ``[len(rows), ...]`` per ``runtime.<name>``."""
+                          metas: Sequence[FrameMeta], gaps: Sequence[bool],
+                          reads: Sequence[bool]) -> dict[str, np.ndarray]:
+        """The package's runtime features of the ``rows`` it ``reads``, stacked ``[rows read, ...]`` per
+        ``runtime.<name>``; the other rows only become their camera's previous frame."""
         if not package.manifest.runtime_features:
             return {}
         started = time.perf_counter()
         # Row order is frame order per camera, and each camera's features keep their own state
         # (the previous frame), so rows of several cameras interleave safely.
-        per_row = [self._cameras[metas[row].camera][package.name].compute_features(frames[row], gaps[row])
-                   for row in rows]
-        stacked = {key: np.stack([values[key] for values in per_row]) for key in per_row[0]}
+        per_row = []
+        for row, read in zip(rows, reads, strict=True):
+            state = self._cameras[metas[row].camera][package.name]
+            if read:
+                per_row.append(state.compute_features(frames[row], gaps[row]))
+            else:
+                state.observe_frame(frames[row], gaps[row])
+        stacked = {key: np.stack([values[key] for values in per_row]) for key in per_row[0]} if per_row else {}
         self.timings.add("features", started)
         return stacked
 
@@ -226,15 +263,19 @@ class PackageRunner:
         return self._engines[graph.sha256].run(inputs)
 
     def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int], metas: Sequence[FrameMeta],
-                     per_frame: dict[str, np.ndarray], gaps: Sequence[bool]) -> list[DueWindow]:
-        """Append each frame's sources (runtime features included) to its camera's ring; return every
-        window that fell due."""
+                     per_frame: dict[str, np.ndarray], gaps: Sequence[bool], reads: Sequence[bool]) -> list[DueWindow]:
+        """Append each frame's sources (runtime features included; ``per_frame`` holds the rows read,
+        in order) to its camera's ring, a placeholder for the others; return every window that fell due."""
         due = []
         started = time.perf_counter()
-        for i, row in enumerate(rows):
+        computed = 0
+        for row, read in zip(rows, reads, strict=True):
             meta = metas[row]
             state = self._cameras[meta.camera][package.name]
-            sources = {key: value[i] for key, value in per_frame.items()}
+            sources = None
+            if read:
+                sources = {key: value[computed] for key, value in per_frame.items()}
+                computed += 1
             if state.push(frames[row], meta, sources, gaps[row]):
                 due.append((state, state.take_window()))
         self.timings.add("features_and_rings", started)

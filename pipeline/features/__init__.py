@@ -21,6 +21,11 @@ class FrameFeature(Protocol):
         """``frame`` is uint8 HxWx3 RGB at the package input size."""
         ...
 
+    def observe(self, frame: np.ndarray) -> None:
+        """Take ``frame`` as the previous frame without computing its feature (a frame no window
+        reads): the next frame's value is then exactly what ``__call__`` on both would give."""
+        ...
+
     def reset(self) -> None:
         """Forget the previous frame: the next one follows a gap and is treated as a first frame."""
         ...

@@ -49,11 +49,16 @@ class FrameDelta:
         self._previous = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        if frame.shape[1::-1] != self.size:
-            frame = area_resize(frame, self.size)
+        frame = self._input(frame)
         previous = frame if self._previous is None else self._previous
         self._previous = frame
         return encode_delta(previous, frame, self.gain)
+
+    def observe(self, frame: np.ndarray) -> None:
+        self._previous = self._input(frame)
+
+    def _input(self, frame: np.ndarray) -> np.ndarray:
+        return frame if frame.shape[1::-1] == self.size else area_resize(frame, self.size)
 
 
 @FRAME_FEATURES.register(KIND)

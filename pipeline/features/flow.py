@@ -198,7 +198,7 @@ class FlowCells:
         frame = self._input(frame)
         band = None
         if self._far_dis is not None:
-            gray = np.ascontiguousarray(cv2.cvtColor(frame[:self.band_px], cv2.COLOR_RGB2GRAY))
+            gray = self._band_gray(frame)
             if self._previous_band is None:
                 band = np.zeros((*gray.shape, 2), np.float32)
             else:
@@ -211,16 +211,29 @@ class FlowCells:
         at the flow resolution (input size times ``scale``), in input pixels per frame."""
         return self._whole(self._input(frame))
 
+    def observe(self, frame: np.ndarray) -> None:
+        """Keep ``frame`` as the previous one (its grey images only): no DIS pass, no statistics."""
+        frame = self._input(frame)
+        if self._far_dis is not None:
+            self._previous_band = self._band_gray(frame)
+        self._previous = self._gray(frame)
+
     def _input(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1::-1] != self.size:
             frame = area_resize(frame, self.size)
         return frame
 
-    def _whole(self, frame: np.ndarray) -> np.ndarray:
+    def _band_gray(self, frame: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(cv2.cvtColor(frame[:self.band_px], cv2.COLOR_RGB2GRAY))
+
+    def _gray(self, frame: np.ndarray) -> np.ndarray:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self.flow_size != self.size:
             gray = cv2.resize(gray, self.flow_size, interpolation=cv2.INTER_AREA)
-        gray = np.ascontiguousarray(gray)
+        return np.ascontiguousarray(gray)
+
+    def _whole(self, frame: np.ndarray) -> np.ndarray:
+        gray = self._gray(frame)
         if self._previous is None:
             flow = np.zeros((*gray.shape, 2), np.float32)
         else:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.calibration import SEGMENT, fit_window_gaussian, sliding_window_means
+from pipeline.camera_state import frame_is_read, window_ends_at
 from pipeline.features.delta import ZERO, encode_clip
 from pipeline.features.flow import FlowCells
 from pipeline.modelpkg import load_package
@@ -124,3 +125,15 @@ def test_gated_people_clip_through_the_runner(tmp_path: Path, frames: np.ndarray
     onset_preroll = sent[8]
     assert onset_preroll in firsts  # the window starting at the first pre-roll frame is complete
     assert 45 <= onset_preroll + 8 <= 62  # someone walks in at ~6 s
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("stride", [1, 2, 3, 4, 7, 9])
+def test_a_frame_is_read_exactly_when_a_window_holds_it(frames: int, stride: int) -> None:
+    positions = range(1, 80)
+    ends = [p for p in positions if window_ends_at(p, frames, stride)]
+    assert ends[0] == frames and set(np.diff(ends)) == {stride}  # the first when the ring fills, then every stride
+    held = {p for end in ends for p in range(end - frames + 1, end + 1)}
+    settled = range(1, ends[-1] + 1)  # frames after the last end: their window lies beyond the range
+    assert [frame_is_read(p, frames, stride) for p in settled] == [p in held for p in settled]
+    assert all(frame_is_read(p, frames, stride) for p in positions) == (stride <= frames)

@@ -23,7 +23,7 @@ def _clip(n: int) -> np.ndarray:
 
 
 def test_garbled_messages_are_counted_and_the_worker_keeps_scoring(models_dir: Path, tmp_path: Path) -> None:
-    cameras = "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly, calibrate_seconds: 1}]}"
+    cameras = "  - {id: cam, source: x.mp4, models: [{model: demo-anomaly, calibrate_seconds: 1, stride: 5}]}"
     config = make_config(models_dir, tmp_path, cameras)
     ctx = zmq.Context.instance()
     sink = ctx.socket(zmq.PULL)
@@ -54,3 +54,6 @@ def test_garbled_messages_are_counted_and_the_worker_keeps_scoring(models_dir: P
     assert len(results) >= 5  # calibrated on the first second, then scored windows
     assert results[0]["labels"] == ["anomaly"] and len(results[0]["heatmap"]) == 14
     assert registry.get_sample_value("vidwatch_inference_batch_size_count") >= 1
+    # stride 5 over the 4-frame window: one frame in five between windows is in none, and not computed
+    # (5 windows: up to 4 such frames; fewer when the batch that ended calibration held one)
+    assert registry.get_sample_value("vidwatch_frames_skipped_total", {"model": "demo-anomaly"}) >= 1

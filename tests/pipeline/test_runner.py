@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +225,143 @@ def test_calibration_collects_the_runtime_features_frame_graphs_read(tmp_path: P
     for r in results:
         scale = states[r.camera].state_array("state.scale")[0]
         assert r.frame_scores is not None and r.scores[0] == pytest.approx(r.frame_scores.mean() * scale, rel=1e-5)
+
+
+# -- frames no window reads ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ped2_test_frames(shared_data: Path) -> np.ndarray:
+    """UCSD Ped2 Test002's first 64 frames (walkers, then a cyclist enters), 360x240 RGB."""
+    return rgb_frames(shared_data / "ucsd_ped2" / "test" / "Test002" / "%03d.jpg", 64, (360, 240))
+
+
+def _shipped(models_dir: Path, tmp_path: Path, name: str, frames: int | None = None) -> ModelPackage:
+    """A package ``make models`` built, with another window length (its copy) when ``frames`` is given."""
+    if not (models_dir / name / "manifest.json").exists():
+        pytest.skip(f"{models_dir / name} is not built (make models)")
+    if frames is None:
+        return load_package(models_dir / name)
+    copy = shutil.copytree(models_dir / name, tmp_path / f"{name}-{frames}")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["window"]["frames"] = frames
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return load_package(copy)
+
+
+Feed = list[tuple[str, int, bool]]  # (camera, seq, capture's gap flag) in arrival order
+
+
+def _feed_runner(runner: PackageRunner, footage: dict[str, np.ndarray], feed: Feed,
+                 batch: int) -> list[WindowResult]:
+    results: list[WindowResult] = []
+    for start in range(0, len(feed), batch):
+        part = feed[start:start + batch]
+        metas = [FrameMeta(cam, seq, 0.0, seq / 10.0, gap) for cam, seq, gap in part]
+        frames = np.stack([footage[cam][seq % len(footage[cam])] for cam, seq, _ in part])
+        results += runner.process(frames, metas)
+    return results
+
+
+def _skipping_and_not(packages: list[ModelPackage], subs: dict[str, list[Subscription]],
+                      footage: dict[str, np.ndarray], phases: list[Feed],
+                      batch: int = 5) -> tuple[PackageRunner, list[WindowResult], list[WindowResult]]:
+    """The same frames through a runner that skips unread frames and one that computes all (same
+    engines); between ``phases`` every live calibration is waited for, so both score the same frames."""
+    runners = [PackageRunner(packages, skip_unread=True), PackageRunner(packages, skip_unread=False)]
+    runners[1]._engines = runners[0]._engines
+    outputs = []
+    for runner in runners:
+        for cam, cam_subs in subs.items():
+            runner.add_camera(cam, cam_subs)
+        results = []
+        for feed in phases:
+            results += _feed_runner(runner, footage, feed, batch)
+            assert all(s.wait_fitted(60) for cam in subs for s in runner.camera_states(cam).values())
+        outputs.append(results)
+    return runners[0], outputs[0], outputs[1]
+
+
+def _assert_identical(got: list[WindowResult], expected: list[WindowResult]) -> None:
+    assert expected and len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert (a.camera, a.package, a.first, a.last) == (b.camera, b.package, b.first, b.last)
+        for name in ("scores", "frame_scores", "heatmap", "last_frame"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (a.camera, a.last.seq, name)
+
+
+def _run(cam: str, seqs: Iterable[int], gap_at: int | None = None) -> Feed:
+    return [(cam, seq, seq == gap_at) for seq in seqs]
+
+
+def test_skipping_unread_frames_changes_no_result(models_dir: Path, tmp_path: Path,
+                                                  ped2_test_frames: np.ndarray) -> None:
+    """Stride 4 over the 3-frame anomaly window (the bench's): two cameras in one batch stream, a
+    seq gap, a capture gap, a package on the same trunk at stride 1 (the shared trunk then runs
+    on subsets of rows) and the fight package at stride 4 (window 8: every frame read)."""
+    ped2, scene, fight = (_shipped(models_dir, tmp_path, n) for n in ("ped2-anomaly", "scene-anomaly", "fight"))
+    subs = {"c1": [Subscription(ped2.name, stride=4), Subscription(fight.name, stride=4),
+                   Subscription(scene.name, stride=1)],
+            "c2": [Subscription(scene.name, stride=1), Subscription(ped2.name, stride=4)]}
+    footage = {"c1": ped2_test_frames, "c2": ped2_test_frames[::-1]}
+    c1 = _run("c1", [*range(0, 30), *range(37, 60)], gap_at=50)
+    c2 = _run("c2", range(0, 50), gap_at=17)
+    # alternate which camera leads a batch, so the skipping package runs the trunk first or second
+    feed = [item for pair in zip(c1, c2, strict=False) for item in (pair if pair[0][1] % 2 else pair[::-1])]
+    feed += c1[len(c2):]
+    runner, got, expected = _skipping_and_not([ped2, scene, fight], subs, footage, [feed], batch=6)
+    _assert_identical(got, expected)
+    assert runner.drain_skipped()[ped2.name] > 0 and not runner.drain_skipped()
+
+
+@pytest.mark.parametrize(("name", "frames", "stride"), [
+    ("ped2-anomaly", 2, 5), ("ped2-anomaly", 3, 7), ("ped2-anomaly", 5, 3), ("fight", None, 11)])
+def test_skipping_unread_frames_changes_no_result_for_other_windows(
+        models_dir: Path, tmp_path: Path, ped2_test_frames: np.ndarray, name: str, frames: int | None,
+        stride: int) -> None:
+    """Window lengths and strides (stride < window: nothing skipped), runs that start afresh (the
+    flow's first frame borrows the second's) after seq gaps; frames split over batches of 4."""
+    package = _shipped(models_dir, tmp_path, name, frames)
+    subs = {"cam": [Subscription(package.name, stride=stride)]}
+    feed = _run("cam", [*range(0, 23), *range(25, 27), *range(30, 64)], gap_at=41)
+    runner, got, expected = _skipping_and_not([package], subs, {"cam": ped2_test_frames}, [feed], batch=4)
+    _assert_identical(got, expected)
+    assert bool(runner.drain_skipped()) == (stride > package.manifest.window.frames)
+
+
+def test_skipping_unread_frames_after_live_calibration(models_dir: Path, tmp_path: Path,
+                                                        ped2_test_frames: np.ndarray) -> None:
+    """Calibration collects every frame (2 s: frames 0..20); scoring after it skips, same windows."""
+    package = _shipped(models_dir, tmp_path, "ped2-anomaly")
+    subs = {"cam": [Subscription(package.name, stride=4, calibrate_seconds=2.0)]}
+    phases = [_run("cam", range(0, 24)), _run("cam", range(24, 64), gap_at=45)]
+    runner, got, expected = _skipping_and_not([package], subs, {"cam": ped2_test_frames}, phases, batch=4)
+    _assert_identical(got, expected)
+    assert got[0].first.seq >= 21  # nothing scored while calibrating
+    assert runner.drain_skipped()[package.name] > 0
+
+
+class CountingDIS:
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def calc(self, *args: object) -> np.ndarray:
+        self.calls += 1
+        return self.inner.calc(*args)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_frames_no_window_reads_are_not_computed(models_dir: Path, ped2_test_frames: np.ndarray, skip: bool) -> None:
+    package = _shipped(models_dir, Path(), "ped2-anomaly")
+    runner = PackageRunner([package], skip_unread=skip)
+    sha = package.manifest.graph("trunk").sha256
+    trunk = runner._engines[sha] = CountingEngine(runner._engines[sha])
+    runner.add_camera("cam", [Subscription(package.name, stride=4)])
+    flow = runner.camera_states("cam")[package.name].features["runtime.flow"]
+    dis = flow._dis = CountingDIS(flow._dis)  # type: ignore[attr-defined]
+    results = _feed_runner(runner, {"cam": ped2_test_frames}, _run("cam", range(39)), batch=8)
+    assert [r.last.seq for r in results] == list(range(2, 39, 4))  # 3-frame windows every 4 frames
+    held = {seq for r in results for seq in range(r.first.seq, r.last.seq + 1)}
+    assert len(held) == 30  # every fourth frame is in no window
+    assert trunk.rows == (len(held) if skip else 39)
+    assert dis.calls == trunk.rows - 1  # the first frame has no previous one: zero flow
+    assert runner.drain_skipped() == ({package.name: 39 - len(held)} if skip else {})
