@@ -71,6 +71,8 @@ class InferenceWorker:
         self.metrics.engine_info.labels(engine.name, device_of(engine)).set(1)  # type: ignore[attr-defined]
         self.runner = PackageRunner(packages, engine.name, engine.options(),  # type: ignore[attr-defined]
                                     StateStore(config.state_dir))
+        for package in packages:  # exported at 0 from the start, so rate() has a series to read
+            self.metrics.frames_skipped.labels(package.name)
         for warning in rate_warnings(mine, {name: pkg.manifest for name, pkg in zip(used, packages, strict=True)}):
             logger.warning("inference: %s", warning)
         for camera in mine:
