@@ -98,6 +98,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("Windows scored per model", "Windows scored per second, by model, for the selected cameras.", [
             Query(f"sum by (model) (rate(vidwatch_windows_scored_total{{{CAM}}}{RATE}))", "{{model}}"),
         ], unit="ops"),
+        Panel("Frames not computed per model", "Frames per second a model skips because none of its windows "
+              "reads them (window stride longer than the window): no features, no frame graphs.", [
+            Query(f"sum by (model) (rate(vidwatch_frames_skipped_total{RATE}))", "{{model}}"),
+        ], unit="suffix: fps"),
         Panel("Last score per camera and model", "Latest alert-label score each rule saw.", [
             Query(f"max by (camera, model) (vidwatch_last_score{{{CAM}}})", "{{camera}} {{model}}"),
         ]),
