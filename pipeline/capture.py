@@ -308,18 +308,25 @@ class CaptureNode:
                 if not sent:
                     self.stop.wait(0.01)
         finally:
-            self.stop.set()
-            for reader in self.readers:  # a decoder torn down mid-frame at exit aborts the process
+            self.close()
+
+    def close(self) -> None:
+        """Stop the readers, close the evidence rings and the sockets (what ``run`` ends with)."""
+        self.stop.set()
+        for reader in self.readers:  # a decoder torn down mid-frame at exit aborts the process
+            if reader.is_alive():
                 reader.join(timeout=5.0)
-            for evidence in self.evidence.values():  # FFmpeg closes the open segment
-                evidence.close()
-            for peer in self.peers:
-                peer.close()
-            for sock in self.sockets:
-                sock.close(linger=0)
+        for evidence in self.evidence.values():  # FFmpeg closes the open segment
+            evidence.close()
+        for peer in self.peers:  # before their sockets: peer_watch
+            peer.close()
+        for sock in self.sockets:
+            sock.close(linger=0)
 
     def send_pending(self) -> int:
         """Batch queued frames per (worker, frame size) and send; count what could not go."""
+        for peer in self.peers:  # also workers with nothing to send: an unread monitor stalls ZeroMQ (peer_watch)
+            peer.up()
         batches: dict[tuple[int, tuple[int, ...]], list[tuple[str, SampledFrame]]] = {}
         for reader in self.readers:
             worker = self.routes[reader.camera.id]

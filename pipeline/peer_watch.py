@@ -8,6 +8,12 @@ flight when it died. A host that vanishes without closing its connections (power
 noticed by TCP keepalive only while the link is idle; while frames are outstanding the sends
 time out instead and count as ``inference_busy``: still bounded and counted.
 
+The monitor's events must be read, and the monitor stopped before its socket is dropped: libzmq's
+I/O thread writes each event into the monitor's pipe and blocks when the pipe is full (~1000
+events: a dead worker's reconnect attempts fill it in minutes) or its reader is gone, and every
+socket of the process's context then stalls. So the capture drains every watch on every loop, not
+only those it sends to, and :meth:`PeerWatch.close` stops the monitor before closing its reader.
+
 ZMTP heartbeats are deliberately not used: a PING queues behind the frames already in the
 socket buffers, so a busy-but-alive worker misses the timeout and gets disconnected again and
 again (measured in the soak: a reconnect every ~4 s under load, with fds and RSS creeping up).
@@ -48,6 +54,7 @@ class PeerWatch:
 
     def __init__(self, sock: zmq.Socket, name: str) -> None:
         self.name = name
+        self.sock = sock
         self.monitor = sock.get_monitor_socket(_UP | _DOWN)
         self._up = False
 
@@ -70,4 +77,7 @@ class PeerWatch:
         return self._up
 
     def close(self) -> None:
+        """Stop the monitor, then close its reader (never the other way round, see the module doc)."""
+        if not self.sock.closed:
+            self.sock.disable_monitor()
         self.monitor.close(linger=0)

@@ -70,3 +70,19 @@ def interrupt(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def context_delivers(ctx: Any, timeout_ms: int = 5000) -> bool:
+    """Whether a fresh PUSH -> PULL pair on ``ctx`` still gets a message through: a ZeroMQ context
+    whose I/O thread is blocked (e.g. on a socket monitor nobody reads) delivers nothing at all."""
+    import zmq
+
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        push.send(b"ping")
+        return bool(pull.poll(timeout_ms)) and pull.recv() == b"ping"
+    finally:
+        push.close(0)
+        pull.close(0)

@@ -9,6 +9,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from pipeline.capture import CaptureNode
+from pipeline.transport import frames_pull, worker_endpoint
 from pipeline.wire import decode_frames
 from tests.conftest import PEOPLE_CLIP
 from tests.pipeline.stage_helpers import make_config, running
@@ -115,3 +116,22 @@ def test_motion_gate_holds_back_the_still_start_and_sends_the_preroll(models_dir
     assert held[:len(seqs)] == seqs and not set(range(first_run, onset)) & set(held)
     ring_bytes = registry.get_sample_value("vidwatch_evidence_frame_ring_bytes", {"camera": "a"})
     assert ring_bytes == len(held) * 768 * 432 * 3 // 2  # I420 frames of the 768x432 clip
+
+
+def test_the_connection_events_of_a_worker_no_camera_sends_to_are_read(models_dir: Path, tmp_path: Path) -> None:
+    """Every worker's connection events are read on every loop, not only when frames go to it:
+    libzmq blocks its I/O thread once a monitor's unread events fill its pipe (a dead worker's
+    reconnect attempts do within minutes), and every socket of the process stalls with it."""
+    cameras = f"  - {{id: a, source: {PEOPLE_CLIP}, worker: 0, models: [{{model: demo-anomaly}}]}}"
+    config = make_config(models_dir, tmp_path, cameras)
+    config = config.model_copy(update={"inference": config.inference.model_copy(update={"workers": 2})})
+    node = CaptureNode(config, 0, CollectorRegistry())
+    worker1 = frames_pull(zmq.Context.instance(), worker_endpoint(config.inference.endpoint, 1))
+    try:
+        assert node.peers[1].monitor.poll(10_000), "no connection event from worker 1"
+        time.sleep(0.5)  # connected and handshaken: no further events while worker 1 stays up
+        assert node.send_pending() == 0  # nothing queued: no camera runs, and none is routed to worker 1
+        assert not node.peers[1].monitor.poll(0), "worker 1's events were left unread"
+    finally:
+        node.close()
+        worker1.close(0)
