@@ -196,7 +196,7 @@ class RejectionMonitor(threading.Thread):
 
     def __init__(self, sock: zmq.Socket, domain: str, on_reject: RejectCallback | None) -> None:
         super().__init__(name=f"zmq-monitor-{domain}", daemon=True)
-        self.sock, self.domain, self.on_reject = sock, domain, on_reject
+        self.domain, self.on_reject = domain, on_reject  # no reference to sock: it may be collected
         events = sum(_FAILED) | zmq.EVENT_MONITOR_STOPPED
         # Made here, in the socket's thread; from now on only the monitor thread touches it.
         self.monitor = sock.get_monitor_socket(events)
@@ -205,14 +205,18 @@ class RejectionMonitor(threading.Thread):
         self._since_log = 0
 
     def run(self) -> None:
+        # Read until libzmq says the monitor stopped (it does when the socket is destroyed, after
+        # its linger): a reader that left earlier would leave libzmq's I/O thread blocked on the
+        # next event, and with it every socket of the context (pipeline.peer_watch).
         try:
-            while not self.sock.closed:
-                if not self.monitor.poll(500):
-                    continue
+            while True:
                 event = recv_monitor_message(self.monitor)
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     break
-                self._rejected(_FAILED.get(int(event["event"]), "handshake failed"))
+                try:
+                    self._rejected(_FAILED.get(int(event["event"]), "handshake failed"))
+                except Exception:  # a failing callback must not stop the reading
+                    logger.exception("%s: counting a rejected handshake failed", self.domain)
         except zmq.ZMQError:  # the context is going away
             pass
         finally:

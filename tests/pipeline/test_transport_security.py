@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pipeline.sink import Sink
 from pipeline.transport_security import public_keys, secret_key, transport_security, write_keypairs
 from pipeline.wire import encode_frames, encode_results
 from tests.conftest import PEOPLE_CLIP, ROOT, free_port
-from tests.pipeline.stage_helpers import make_config, running
+from tests.pipeline.stage_helpers import context_delivers, make_config, running
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="this libzmq was built without CurveZMQ")
 
@@ -292,3 +293,43 @@ cameras: [{{id: c, source: x.mp4, models: [{{model: a}}]}}]
     assert "warning: transport.server_key: cannot read the CurveZMQ key file" in out.stderr
     assert "needed on hosts that run infer, sink" in out.stderr
     assert "client_key" not in out.stderr  # this host has its client key
+
+
+# Contexts of the test below: each holds a ZAP handler thread for the life of the context; never terminated.
+_CONTEXTS: list[zmq.Context] = []
+
+
+def test_the_rejection_monitor_reads_until_its_socket_is_gone(tmp_path: Path) -> None:
+    """The monitor's reader stays until libzmq says the monitor stopped: a reader gone before the
+    socket's last event would leave libzmq's I/O thread blocked, and every socket of the context."""
+    from pipeline.transport import results_pull
+
+    keys = tmp_path / "keys"
+    write_keypairs(keys, ("server", "client", "intruder"))
+    config = make_config(Path("/nonexistent"), tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}",
+                         extra=_transport(keys))
+    security = transport_security(config, "test")
+    assert security is not None
+    ctx = zmq.Context()
+    _CONTEXTS.append(ctx)
+    counted: list[str] = []
+    pull = results_pull(ctx, config.sink.endpoint, security, on_reject=counted.append)
+    monitors = [t for t in threading.enumerate() if t.name == f"zmq-monitor-{config.sink.endpoint}"]
+    server_public = next(iter(public_keys(config.transport.server_public_key)))  # type: ignore[arg-type]
+    intruder_key = zmq.auth.load_certificate(str(keys / "intruder.key_secret"))
+    intruder = Stranger(config.sink.endpoint, server_public, intruder_key)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not counted:
+            time.sleep(0.05)
+        assert counted, "the intruder was never counted"
+        pull.close(0)  # while the intruder keeps knocking
+        assert monitors and all(_joined(t, 10) for t in monitors), "the monitor never ended"
+        assert context_delivers(ctx), "the context stopped delivering after the server socket closed"
+    finally:
+        intruder.close()
+
+
+def _joined(thread: threading.Thread, timeout: float) -> bool:
+    thread.join(timeout)
+    return not thread.is_alive()
