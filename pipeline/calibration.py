@@ -104,15 +104,41 @@ def anomaly_maps(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarra
 def anomaly_parts(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray],
                   chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Unweighted motion and appearance maps, each ``[F, h, w]``."""
-    f, channels, h, w = c4.shape
+    return motion_map(flow, state), appearance_map(c4, state, chunk)
+
+
+def motion_map(flow: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Mean squared (clipped) z-score of the flow cell statistics ``[F, 4, h, w]`` -> ``[F, h, w]``."""
     z = np.maximum((flow - state["flow_mean"]) * state["flow_inv_std"], state["flow_lower"])
+    return (z**2).mean(axis=1)
+
+
+def bank_group(bank: np.ndarray, h: int, w: int) -> int:
+    """How many consecutive (row-major) locations read each memory of ``bank [B, M, C]``: 1 for a memory
+    per cell (``B = h*w``), ``w`` for one per image row (``B = h``, a row pool stored once per row)."""
+    if bank.ndim != 3 or bank.shape[0] not in (h * w, h):
+        raise ValueError(f"appearance bank of shape {tuple(bank.shape)} fits neither a memory per cell "
+                         f"[{h * w}, M, C] nor one per image row [{h}, M, C] of the {h}x{w} cell grid; "
+                         f"refit the package (vidwatch fit anomaly) or recalibrate the camera")
+    return h * w // bank.shape[0]
+
+
+def appearance_map(c4: np.ndarray, state: Mapping[str, np.ndarray], chunk: int = 64) -> np.ndarray:
+    """Distance of each ``c4 [F, C, h, w]`` patch to the nearest entry of its location's memory -> ``[F, h, w]``.
+
+    ``state["bank"]`` is ``[h*w, M, C]`` (a memory per cell) or ``[h, M, C]`` (one per image row, read
+    by every cell of the row: the queries of a row are stacked against its one memory)."""
+    f, channels, h, w = c4.shape
     bank, bank_sq = state["bank"], state["bank_sq"]
+    group = bank_group(bank, h, w)
     appearance = np.empty((f, h * w), np.float32)
     for start in range(0, f, chunk):
         q = c4[start:start + chunk].reshape(-1, channels, h * w).transpose(2, 0, 1)  # [L, n, C]
+        n = q.shape[1]
+        q = q.reshape(len(bank), group * n, channels)  # [B, group*n, C]: a memory's locations, row-major
         d2 = (q**2).sum(-1)[..., None] - 2 * q @ bank.transpose(0, 2, 1) + bank_sq[:, None, :]
-        appearance[start:start + chunk] = np.sqrt(np.maximum(d2.min(axis=-1), 0.0)).T
-    return (z**2).mean(axis=1), appearance.reshape(f, h, w)
+        appearance[start:start + chunk] = np.sqrt(np.maximum(d2.min(axis=-1), 0.0)).reshape(h * w, n).T
+    return appearance.reshape(f, h, w)
 
 
 FRAME_SCORES = ("peak", "window")
@@ -177,10 +203,12 @@ def motion_state(flow: np.ndarray, var_floor: float, pool: str = "cell", mode: s
 APPEARANCE_POOLS = ("cell", "row")
 
 
-def appearance_banks(c4: np.ndarray, size: int, seed: int, pool: str = "cell") -> np.ndarray:
-    """Normal ``c4`` patch memory ``[h*w, M, C]``: a coreset per cell, or (``pool="row"``) one per
+def appearance_banks(c4: np.ndarray, size: int, seed: int, pool: str = "cell", per_row: bool = False) -> np.ndarray:
+    """Normal ``c4`` patch memory: a coreset per cell (``[h*w, M, C]``), or (``pool="row"``) one per
     image row drawn from every cell of the row and shared by them, so a cell rarely visited in the
-    normal footage is judged against what was seen at that depth anywhere in the scene."""
+    normal footage is judged against what was seen at that depth anywhere in the scene. A row memory
+    is stored once per row (``[h, M, C]``) with ``per_row``, else repeated for each cell of the row
+    (``[h*w, M, C]``, the layout of packages before round 6; the scores are the same)."""
     f, channels, h, w = c4.shape
     features = np.ascontiguousarray(c4.reshape(f, channels, h * w).transpose(2, 0, 1), dtype=np.float32)
     if pool == "cell":
@@ -188,29 +216,50 @@ def appearance_banks(c4: np.ndarray, size: int, seed: int, pool: str = "cell") -
     if pool != "row":
         raise ValueError(f"unknown appearance pool {pool!r}; valid: {', '.join(APPEARANCE_POOLS)}")
     rows = coreset_banks(features.reshape(h, w * f, channels), size, seed)  # locations are row-major
-    return np.ascontiguousarray(np.repeat(rows, w, axis=0))
+    return rows if per_row else np.ascontiguousarray(np.repeat(rows, w, axis=0))
+
+
+def fit_motion_state(flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The motion part's state (``flow_mean``, ``flow_inv_std``, ``flow_lower``) from ``params``."""
+    return motion_state(flow, float(params.get("var_floor", 0.01)), str(params.get("pool", "cell")),
+                        str(params.get("motion_mode", "all")))
+
+
+def fit_appearance_state(c4: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The appearance part's state (``bank``, ``bank_sq``) from ``params``: ``bank_size``, ``seed``,
+    ``appearance_pool`` and ``bank_rows`` (a row pool's memory stored once per row; packages whose
+    manifest lacks it, fitted before round 6, keep the repeated layout their graph was exported for)."""
+    bank = appearance_banks(c4, int(params.get("bank_size", 64)), int(params.get("seed", 0)),
+                            str(params.get("appearance_pool", "cell")), bool(params.get("bank_rows", False)))
+    return {"bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32)}
 
 
 def _fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    bank = appearance_banks(c4, int(params.get("bank_size", 64)), int(params.get("seed", 0)),
-                            str(params.get("appearance_pool", "cell")))
-    return {**motion_state(flow, float(params.get("var_floor", 0.01)), str(params.get("pool", "cell")),
-                           str(params.get("motion_mode", "all"))),
-            "bank": bank.astype(np.float32), "bank_sq": (bank**2).sum(-1).astype(np.float32),
-            "weights": np.ones(2, np.float32)}
+    return {**fit_motion_state(flow, params), **fit_appearance_state(c4, params), "weights": np.ones(2, np.float32)}
+
+
+def held_out_motion(flow: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Motion maps of each half of the frames under motion statistics fitted on the other half."""
+    return np.concatenate([motion_map(flow[score], fit_motion_state(flow[fit], params))
+                           for fit, score in _halves(len(flow))])
+
+
+def held_out_appearance(c4: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Appearance maps of each half of the frames under a memory fitted on the other half."""
+    return np.concatenate([appearance_map(c4[score], fit_appearance_state(c4[fit], params))
+                           for fit, score in _halves(len(c4))])
+
+
+def _halves(n: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(fit, score) slices: the second half scores the first, then the first half the second."""
+    half = n // 2
+    return (slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))
 
 
 def _held_out_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Motion and appearance maps of each half of the frames under a model fitted on the other."""
-    half = len(c4) // 2
-    motion: list[np.ndarray] = []
-    appearance: list[np.ndarray] = []
-    for fit_part, score_part in ((slice(half, None), slice(0, half)), (slice(0, half), slice(half, None))):
-        state = _fit_anomaly_parts(c4[fit_part], flow[fit_part], params)
-        parts = anomaly_parts(c4[score_part], flow[score_part], state)
-        motion.append(parts[0])
-        appearance.append(parts[1])
-    return np.concatenate(motion), np.concatenate(appearance)
+    """Motion and appearance maps of each half of the frames under a model fitted on the other (the two
+    parts are fitted independently, so each is held out on its own)."""
+    return held_out_motion(flow, params), held_out_appearance(c4, params)
 
 
 def _peak_quantile(maps: np.ndarray, quantile: float) -> float:

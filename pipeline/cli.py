@@ -137,10 +137,13 @@ def _models_parsers(sub: Any) -> None:
     en.add_argument("--first-flow", default=None, choices=("zero", "next"),
                     help="with --cv: a run's first frame has zero flow, or borrows the second frame's; default: the "
                          "shipped package's (next)")
+    en.add_argument("--bank-sizes", default=None, metavar="K[,K...]",
+                    help="with --cv: the patch-memory sizes each row-memory variant is fitted with, an axis the "
+                         "inner folds select (e.g. 64,256,1024; README round 6); default: 64, the grid of rounds 1-5")
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
                     else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache, a.family,
-                                                   a.flow, a.first_flow))
+                                                   a.flow, a.first_flow, a.bank_sizes))
 
     x = sub.add_parser("export", help="export a trained checkpoint to a model package")
     x.add_argument("checkpoint", type=Path)

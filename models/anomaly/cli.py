@@ -60,10 +60,11 @@ def evaluate(model: Path | None, data: Path, labels: Path, as_json: bool, out: P
 
 def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
                    cache: Path | None = None, family: str = "all", flow: str | None = None,
-                   first_flow: str | None = None) -> int:
+                   first_flow: str | None = None, bank_sizes: str | None = None) -> int:
     """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
     every variant on the DIS flow ``flow`` (``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]``) and first-frame
-    handling ``first_flow`` (None: the shipped package's, ``AnomalyConfig``); prints the JSON report last."""
+    handling ``first_flow`` (None: the shipped package's, ``AnomalyConfig``), each row memory at every
+    size of ``bank_sizes`` (``K[,K...]``; None: 64); prints the JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig
@@ -80,7 +81,7 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
                          "first": first_flow or config.flow_first, **_flow_option(flow)}
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
         report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
-                     family_name=family, flow=flow_settings)
+                     family_name=family, flow=flow_settings, bank_sizes=_bank_sizes_option(bank_sizes))
     except VidwatchError as exc:
         return _fail(exc)
     if not as_json:
@@ -88,6 +89,19 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
         print(f"plots and error gallery in {out}")
     print(json.dumps(report))
     return 0
+
+
+def _bank_sizes_option(text: str | None) -> tuple[int, ...]:
+    """``K[,K...]`` -> positive ints, checked (a bad value says what is expected); None: (64,)."""
+    if text is None:
+        return (64,)
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise VidwatchError(f"--bank-sizes {text!r}: give positive patch counts separated by commas, e.g. 64,256,1024")
+    return sizes
 
 
 def _flow_option(flow: str | None) -> dict[str, object]:

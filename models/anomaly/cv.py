@@ -35,7 +35,15 @@ from sklearn.metrics import roc_auc_score
 
 from models.anomaly.cache import FeatureCache
 from models.anomaly.fit import AnomalyConfig
-from pipeline.calibration import anomaly_parts, anomaly_weights_scale, fit_anomaly_parts, held_out_anomaly_parts
+from pipeline.calibration import (
+    anomaly_weights_scale,
+    appearance_map,
+    fit_appearance_state,
+    fit_motion_state,
+    held_out_appearance,
+    held_out_motion,
+    motion_map,
+)
 from pipeline.errors import VidwatchError
 from pipeline.features.flow import borrow_first
 
@@ -59,10 +67,13 @@ class Variant:
     flow_first: str = "zero"
     flow_far_rows: int = 0  # top cell rows on a fine far-field DIS pass (perspective-aware flow; 0: none)
     flow_far_preset: str = "medium"
+    bank_size: int = 64  # patches per memory (a row memory's axis, round 6: --bank-sizes; a cell memory keeps 64)
 
     @property
     def name(self) -> str:
         suffix = "" if self.appearance_pool == "cell" else f"-m{self.appearance_pool}"
+        if self.bank_size != 64:
+            suffix += f"-k{self.bank_size}"
         if (self.flow_preset, self.flow_scale) != ("medium", 1.0):
             suffix += f"-{self.flow_preset}@{self.flow_scale:g}"
         if self.flow_far_rows:
@@ -80,7 +91,8 @@ class Variant:
                              flow_scale=self.flow_scale, flow_first=self.flow_first,
                              flow_far_rows=self.flow_far_rows, flow_far_preset=self.flow_far_preset,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
-                                  "motion_mode": self.motion, "appearance_pool": self.appearance_pool})
+                                  "motion_mode": self.motion, "appearance_pool": self.appearance_pool,
+                                  "bank_size": self.bank_size})
 
 
 # Alert window (frames averaged into the alert score) of variants whose frame score is the frame's own
@@ -147,13 +159,18 @@ class VariantScores:
 
 def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[str, Path],
                    variants: Sequence[Variant], params: Mapping[str, Any] | None = None) -> list[VariantScores]:
-    """Fit every variant on ``normal`` clips (no labels) and score every ``test`` clip."""
+    """Fit every variant on ``normal`` clips (no labels) and score every ``test`` clip.
+
+    The motion and appearance parts are fitted independently (``pipeline.calibration``), so each
+    appearance memory (pool, bank size) is fitted and scored once and shared by the fits that differ
+    only in motion settings: the same arithmetic as fitting each variant whole."""
     base = {**AnomalyConfig().fit, **(params or {})}
     out: list[VariantScores] = []
     c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
     c4_test = {name: cache.c4(clip).astype(np.float32) for name, clip in test.items()}
+    memories: dict[tuple[str, int], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for key in sorted({_fit_key(v) for v in variants}):
-        memory, motion, pool, q, preset, scale, first, far_rows, far_preset = key
+        memory, bank_size, motion, pool, q, preset, scale, first, far_rows, far_preset = key
         config = AnomalyConfig(flow_quantile=q, flow_preset=preset, flow_scale=scale, flow_first=first,
                                flow_far_rows=far_rows, flow_far_preset=far_preset)
 
@@ -163,11 +180,18 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
             return borrow_first(stats) if first == "next" else stats
 
         flow_normal = np.concatenate([flow(c) for c in normal])
-        fit_params = {**base, "pool": pool, "motion_mode": motion, "appearance_pool": memory}
+        fit_params = {**base, "pool": pool, "motion_mode": motion, "appearance_pool": memory, "bank_size": bank_size}
         started = time.perf_counter()
-        motion_ho, appearance_ho = held_out_anomaly_parts(c4_normal, flow_normal, fit_params)
-        state = fit_anomaly_parts(c4_normal, flow_normal, fit_params)
-        parts = {name: anomaly_parts(c4_test[name], flow(clip), state) for name, clip in test.items()}
+        if (memory, bank_size) not in memories:
+            bank = fit_appearance_state(c4_normal, fit_params)
+            memories[memory, bank_size] = (held_out_appearance(c4_normal, fit_params),
+                                           {name: appearance_map(c4, bank) for name, c4 in c4_test.items()})
+            logger.info("fitted and scored the %s memory of %d in %.0f s", memory, bank_size,
+                        time.perf_counter() - started)
+        appearance_ho, appearance = memories[memory, bank_size]
+        motion_ho = held_out_motion(flow_normal, fit_params)
+        motion_state = fit_motion_state(flow_normal, fit_params)
+        parts = {name: (motion_map(flow(clip), motion_state), appearance[name]) for name, clip in test.items()}
         logger.info("fitted %s in %.0f s", key, time.perf_counter() - started)
         for v in variants:
             if _fit_key(v) != key:
@@ -182,10 +206,22 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
     return sorted(out, key=lambda s: order[s.variant])
 
 
-def _fit_key(v: Variant) -> tuple[str, str, str, float, str, float, str, int, str]:
+def _fit_key(v: Variant) -> tuple[str, int, str, str, float, str, float, str, int, str]:
     """What a fit depends on (window and appearance weight are applied to its held-out parts)."""
-    return (v.appearance_pool, v.motion, v.pool, v.flow_quantile, v.flow_preset, v.flow_scale, v.flow_first,
-            v.flow_far_rows, v.flow_far_preset)
+    return (v.appearance_pool, v.bank_size, v.motion, v.pool, v.flow_quantile, v.flow_preset, v.flow_scale,
+            v.flow_first, v.flow_far_rows, v.flow_far_preset)
+
+
+def with_bank_sizes(variants: Sequence[Variant], sizes: Sequence[int]) -> tuple[Variant, ...]:
+    """Every row-memory variant of ``variants`` once per bank size in ``sizes`` (ascending, so a tie in
+    selection goes to the smaller memory); cell-memory variants stay as they are (a memory per cell
+    of 4-16x the size would cost 4-16x the state, README round 6). Order: ``variants`` at the smallest
+    size first, then the row-memory variants at each larger size."""
+    sizes = sorted(set(sizes))
+    if not sizes or sizes[0] < 1:
+        raise VidwatchError(f"bank sizes {list(sizes)}: give one or more positive sizes, e.g. 64,256,1024")
+    first = tuple(replace(v, bank_size=sizes[0]) if v.appearance_pool == "row" else v for v in variants)
+    return first + tuple(replace(v, bank_size=k) for k in sizes[1:] for v in variants if v.appearance_pool == "row")
 
 
 def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,
@@ -284,15 +320,17 @@ def variant_table(results: Sequence[VariantScores], labels: Mapping[str, np.ndar
 # -- the command ---------------------------------------------------------------------------------
 def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
                    cache_dir: Path, variants: Sequence[Variant] = GRID, gallery_count: int = 6,
-                   family_name: str = "all", flow: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   family_name: str = "all", flow: Mapping[str, Any] | None = None,
+                   bank_sizes: Sequence[int] = (64,)) -> dict[str, Any]:
     """Run the protocol within the design family ``family_name`` of ``variants`` (their flow feature
-    set by ``flow``: ``preset``, ``scale``, ``first``, see :func:`with_flow`); write ``cv.json``,
-    ``cv.md``, out-of-fold plots and an error gallery to ``out``."""
+    set by ``flow``: ``preset``, ``scale``, ``first``, see :func:`with_flow`; each row memory at every
+    size of ``bank_sizes``, see :func:`with_bank_sizes`); write ``cv.json``, ``cv.md``, out-of-fold
+    plots and an error gallery to ``out``."""
     from models.anomaly.evaluate import read_labels
     from models.anomaly.footage import FootageError, find_clips
     from models.anomaly.gallery import error_gallery, plot_clip
 
-    variants = with_flow(family(family_name, variants), **(flow or {}))
+    variants = with_bank_sizes(with_flow(family(family_name, variants), **(flow or {})), bank_sizes)
     if not variants:
         raise VidwatchError(f"design family {family_name!r} holds none of the {len(GRID)} grid variants given")
     labels = read_labels(labels_path)
@@ -336,8 +374,8 @@ def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk
         "protocol": "nested leave-one-clip-out: variant (best pooled frame AUC) and threshold (max recall - "
                     "false-alarm rate) chosen on the other clips, reported on the held-out clip; fitting on "
                     f"unlabelled normal footage only ({normal}); design family '{family_name}' "
-                    f"({len(variants)} variants)",
-        "family": family_name, "n_variants": len(variants),
+                    f"({len(variants)} variants; row-memory bank sizes {sorted(set(bank_sizes))})",
+        "family": family_name, "n_variants": len(variants), "bank_sizes": sorted(set(bank_sizes)),
         "nested_cv": {k: v for k, v in cv.items() if k != "oof_scores"},
         "chosen_on_all_clips": results[final].variant.name,
         "chosen_config": asdict(results[final].variant),

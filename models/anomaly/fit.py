@@ -52,7 +52,8 @@ class AnomalyConfig:
     fit: dict[str, Any] = field(default_factory=lambda: {
         "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 1.0,
         "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "row", "motion_mode": "all",
-        "appearance_pool": "row"})  # perspective-aware (per image row), chosen in the a-priori family (README)
+        "appearance_pool": "row",  # perspective-aware (per image row), chosen in the a-priori family (README)
+        "bank_rows": True})  # a row memory stored once per row, [h, M, C] (README round 6)
 
     @property
     def flow_spec(self) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def _manifest(name: str, config: AnomalyConfig, fit_info: dict[str, Any]) -> dic
         "name": name, "version": "1.0.0", "task": "anomaly",
         "description": "Unsupervised anomaly detection fitted on a camera's normal footage: per-location "
                        "Gaussian of DIS optical-flow cell statistics + k-NN distance of EfficientNet-Lite0 "
-                       f"c4 patches to a per-location coreset; score 1.0 = the {quantile} quantile of "
+                       f"c4 patches to a coreset per cell or per image row; score 1.0 = the {quantile} quantile of "
                        "held-out normal window scores.",
         "input": {"height": config.height, "width": config.width, "mean": SPEC.mean, "std": SPEC.std},
         "window": {"frames": config.window_frames, "stride": 1, "dynamic_frames": True, "fps": config.fps},

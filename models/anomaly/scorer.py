@@ -2,7 +2,10 @@
 
 It mirrors ``pipeline.calibration.anomaly_maps`` / ``anomaly_window`` (the numpy reference the
 tests compare it with). Fitted arrays are graph inputs (``state.*``), not constants, so one
-graph serves the shipped state and every camera's live calibration.
+graph serves the shipped state and every camera's live calibration. The appearance memory ``bank``
+is ``[h*w, M, C]`` (one per cell) or ``[h, M, C]`` (one per image row, read by every cell of the row:
+a row pool stored once, 1/w of the state); the graph tells them apart by the bank's first dimension,
+so packages fitted before round 6 (a row memory repeated per cell) score as before.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ class WindowScorer(nn.Module):
         n, t, c, h, w = c4.shape
         z = torch.maximum((flow - flow_mean) * flow_inv_std, flow_lower)
         motion = (z * z).mean(dim=2)  # [N, T, h, w]
-        q = c4.reshape(n * t, c, h * w).permute(2, 0, 1)  # [L, NT, C]
+        # [B, L/B * NT, C]: the queries of the locations reading each memory (B = h*w: one cell; B = h: a row)
+        q = c4.reshape(n * t, c, h * w).permute(2, 0, 1).reshape(bank.shape[0], -1, c)
         d2 = (q * q).sum(-1, keepdim=True) - 2 * torch.bmm(q, bank.transpose(1, 2)) + bank_sq.unsqueeze(1)
-        appearance = d2.amin(dim=-1).clamp_min(0).sqrt().permute(1, 0).reshape(n, t, h, w)
+        appearance = d2.amin(dim=-1).clamp_min(0).sqrt().reshape(h * w, n * t).permute(1, 0).reshape(n, t, h, w)
         maps = weights[0] * motion + weights[1] * appearance
         peaks = maps.reshape(n, t, h * w).amax(dim=-1) * scale[0]
         scores = peaks.mean(dim=1, keepdim=True)
@@ -49,12 +53,12 @@ class WindowScorer(nn.Module):
 
 def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_frames: int,
                   channels: int, grid: tuple[int, int], frame_score: str = "peak") -> Path:
-    """Export the window graph for a ``grid`` of cells; N, T and the bank size stay dynamic."""
+    """Export the window graph for a ``grid`` of cells; N, T and the bank's shape ``[B, M, C]`` stay dynamic
+    (B: ``h*w`` memories per cell or ``h`` per row; M: live calibration on a short clip keeps fewer)."""
     h, w = grid
     example = (torch.zeros(1, window_frames, channels, h, w), torch.zeros(1, window_frames, 4, h, w),
                *[torch.as_tensor(state[k]) for k in STATE_INPUTS])
-    # the bank size varies: live calibration on a short clip keeps fewer rows than bank_size
-    dynamic = {"c4": {0: "n", 1: "t"}, "flow": {0: "n", 1: "t"}, "bank": {1: "m"}, "bank_sq": {1: "m"},
+    dynamic = {"c4": {0: "n", 1: "t"}, "flow": {0: "n", 1: "t"}, "bank": {0: "b", 1: "m"}, "bank_sq": {0: "b", 1: "m"},
                "scores": {0: "n"},
                "frame_scores": {0: "n", 1: "t"}, "heatmap": {0: "n"}}
     return export_onnx(WindowScorer(frame_score), example, path, ["c4", "flow", *STATE_INPUTS], list(OUTPUTS), dynamic)
