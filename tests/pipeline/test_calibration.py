@@ -8,7 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.calibration import MOTION_MODES, anomaly_window, appearance_banks, flow_statistics, motion_state
+from pipeline.calibration import (
+    MOTION_MODES,
+    anomaly_maps,
+    anomaly_window,
+    appearance_banks,
+    appearance_map,
+    fit_anomaly_motion_appearance,
+    flow_statistics,
+    motion_state,
+)
 from pipeline.features import create_feature
 
 FRAMES = 40
@@ -81,3 +90,30 @@ def test_row_appearance_memory_is_shared_along_the_row() -> None:
             assert np.isclose(seen, kept).all(axis=1).any()  # kept rows are real features of that row
     with pytest.raises(ValueError, match="unknown appearance pool"):
         appearance_banks(c4, 4, 0, "scene")
+
+
+def test_row_memory_stored_once_scores_as_the_repeated_memory() -> None:
+    """bank_rows: a row memory [h, K, C] instead of [h*w, K, C] repeated per cell; same entries, and the
+    fitter's maps, weights and scale equal the repeated layout's to float32 rounding."""
+    rng = np.random.default_rng(1)
+    c4 = rng.standard_normal((30, 8, 3, 5)).astype(np.float32) * 3  # [F, C, h, w]
+    flow = rng.standard_normal((30, 4, 3, 5)).astype(np.float32)
+    params = {"appearance_pool": "row", "pool": "row", "bank_size": 6, "appearance_weight": 1.0}
+    repeated = fit_anomaly_motion_appearance({"trunk.c4": c4, "runtime.flow": flow}, 3, params)
+    once = fit_anomaly_motion_appearance({"trunk.c4": c4, "runtime.flow": flow}, 3, {**params, "bank_rows": True})
+    assert repeated["bank"].shape == (15, 6, 8) and once["bank"].shape == (3, 6, 8) and once["bank_sq"].shape == (3, 6)
+    np.testing.assert_array_equal(np.repeat(once["bank"], 5, axis=0), repeated["bank"])
+    for key in ("weights", "scale"):
+        np.testing.assert_allclose(once[key], repeated[key], rtol=1e-5, err_msg=key)
+    test = rng.standard_normal((7, 8, 3, 5)).astype(np.float32) * 3
+    test_flow = rng.standard_normal((7, 4, 3, 5)).astype(np.float32)
+    want = anomaly_maps(test, test_flow, repeated)
+    np.testing.assert_allclose(anomaly_maps(test, test_flow, once), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(appearance_map(test, once, chunk=2), appearance_map(test, repeated),
+                               rtol=1e-5, atol=1e-5)
+    # a cell memory is per cell whatever bank_rows says
+    cell = fit_anomaly_motion_appearance({"trunk.c4": c4, "runtime.flow": flow}, 3,
+                                         {**params, "appearance_pool": "cell", "bank_rows": True})
+    assert cell["bank"].shape == (15, 6, 8)
+    with pytest.raises(ValueError, match="refit the package"):
+        appearance_map(test, {"bank": once["bank"][:2], "bank_sq": once["bank_sq"][:2]})

@@ -241,3 +241,39 @@ def test_first_frame_of_a_run_borrows_the_next_flow_live_as_in_the_cv(normal_dir
     collected = np.stack(runner.camera_states("cal")[package.name]._collected[MOTION])
     assert collected[0].any() and (collected[0] == collected[1]).all() and (collected[3] == collected[4]).all()
     assert not (collected[2] == collected[3]).all()
+
+
+def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
+        fitted: tuple[Path, Path], trunk: Path, ped2: Path, tmp_path: Path) -> None:
+    """The shipped row memory is [h, K, C]; the same graph scores it as the per-cell repetition that
+    packages fitted before round 6 hold, and a package whose manifest predates ``bank_rows`` calibrates
+    live in that old layout."""
+    import json
+    import shutil
+
+    package = load_package(fitted[0])
+    state = package.shipped_state()
+    assert state is not None and state["bank"].shape[0] == 15 and state["bank_sq"].shape[0] == 15
+    repeated = {**state, **{k: np.repeat(state[k], 23, axis=0) for k in ("bank", "bank_sq")}}
+    frames = _frames(ped2, "Test002", 100, 6)  # a cyclist crosses
+    flow = create_feature(package.manifest.runtime_features["flow"])
+    motion = np.stack([flow(f) for f in frames])
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+    window = package.manifest.window.frames
+    graph = create_engine("onnxruntime", package.graph_path(package.manifest.graph("anomaly")), {})
+    inputs = {"c4": c4.reshape(2, window, *c4.shape[1:]), "flow": motion.reshape(2, window, *motion.shape[1:])}
+    once = graph.run({**inputs, **{k: state[k] for k in STATE_INPUTS}})
+    old = graph.run({**inputs, **{k: repeated[k] for k in STATE_INPUTS}})
+    for name in OUTPUTS:
+        np.testing.assert_allclose(once[name], old[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(anomaly_maps(c4, motion, state), anomaly_maps(c4, motion, repeated),
+                               rtol=1e-5, atol=1e-5)
+    # a manifest from before round 6 (no bank_rows): live calibration fits the layout its graph was made for
+    legacy = tmp_path / "legacy"
+    shutil.copytree(fitted[0], legacy)
+    manifest = json.loads((legacy / "manifest.json").read_text())
+    del manifest["calibration"]["params"]["bank_rows"]
+    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    results, fitted_state = _calibrate_live(load_package(legacy), _frames(ped2, "Test001", 0, 30))
+    assert fitted_state is not None and fitted_state["bank"].shape[0] == 15 * 23
+    assert results and all(np.isfinite(r.scores).all() for r in results)

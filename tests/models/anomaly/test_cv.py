@@ -20,6 +20,7 @@ from models.anomaly.cv import (
     live_frame_scores,
     nested_cv,
     select_variant,
+    with_bank_sizes,
     with_flow,
     youden_threshold,
 )
@@ -109,6 +110,21 @@ def test_perspective_family_fixes_row_motion_statistics_and_leaves_the_rest_to_t
     assert family("all") == GRID
     with pytest.raises(VidwatchError, match="unknown design family 'rows'"):
         family("rows")
+
+
+def test_bank_size_axis_multiplies_only_the_row_memory_variants() -> None:
+    members = family("perspective")
+    grid = with_bank_sizes(members, (1024, 64, 256))
+    rows = [v for v in members if v.appearance_pool == "row"]
+    assert len(grid) == len(members) + 2 * len(rows) and len(set(grid)) == len(grid)
+    assert grid[:len(members)] == members  # size 64 first: rounds 1-5's grid, ties go to the smaller memory
+    assert {v.bank_size for v in grid if v.appearance_pool == "cell"} == {64}
+    assert {v.bank_size for v in grid if v.appearance_pool == "row"} == {64, 256, 1024}
+    big = replace(SHIPPED, flow_first="zero", bank_size=1024)
+    assert big in grid and big.name == "all-row-q0.9-w1-a1-mrow-k1024" and big.config().fit["bank_size"] == 1024
+    assert with_bank_sizes(members, (64,)) == members
+    with pytest.raises(VidwatchError, match="positive sizes"):
+        with_bank_sizes(members, (0,))
 
 
 def test_cross_validate_refuses_a_family_with_none_of_the_variants(tmp_path: Path) -> None:
