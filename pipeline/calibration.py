@@ -21,6 +21,10 @@ Fitter = Callable[[Mapping[str, np.ndarray], int, Mapping[str, Any]], dict[str, 
 
 FITTERS: Registry[Fitter] = Registry("fitter")
 SEGMENT = "segment"
+# Per fitter (same name), optional: why a camera's saved state cannot feed this package's graphs (None: it
+# can). A package may predate the state layout a newer fitter saved; the camera then recalibrates.
+StateCheck = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], str | None]
+STATE_CHECKS: Registry[StateCheck] = Registry("saved-state check")
 
 
 def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray | None = None) -> np.ndarray:
@@ -288,6 +292,19 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
     state["weights"], state["scale"] = anomaly_weights_scale(motion, appearance, window_frames, params,
                                                              collected.get(SEGMENT))
     return state
+
+
+@STATE_CHECKS.register("anomaly_motion_appearance")
+def check_anomaly_state(state: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> str | None:
+    """A package whose calibration predates ``bank_rows`` has a graph exported for a memory per cell
+    ``[h*w, M, C]`` only; a row memory stored once (``[h, M, C]``, saved by a newer package) cannot feed it."""
+    if params.get("bank_rows") or "bank" not in state or "flow_mean" not in state:
+        return None
+    h, w = state["flow_mean"].shape[-2:]
+    if state["bank"].shape[0] != h * w:
+        return (f"its appearance memory is {list(state['bank'].shape)} (one per image row, saved by a newer "
+                f"package) but this package's graph takes one per cell [{h * w}, M, C]")
+    return None
 
 
 def _collected(collected: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.calibration import FITTERS, SEGMENT
+from pipeline.calibration import FITTERS, SEGMENT, STATE_CHECKS
 from pipeline.errors import ModelPackageError
 from pipeline.features import FrameFeature, create_feature
 from pipeline.modelpkg import ModelPackage
@@ -133,6 +133,12 @@ class CameraPackageState:
             # e.g. saved by an older version of the package whose graphs read other state arrays
             logger.warning("camera %s: saved state for %s lacks %s that its graphs read; ignoring it",
                            self.camera, m.name, ", ".join(missing))
+            saved = None
+        problem = (STATE_CHECKS.get(m.calibration.fit)(saved, m.calibration.params)
+                   if saved is not None and m.calibration is not None and m.calibration.fit in STATE_CHECKS else None)
+        if problem:
+            logger.warning("camera %s: saved state for %s does not fit the package (%s); ignoring it",
+                           self.camera, m.name, problem)
             saved = None
         if saved is not None:
             logger.info("camera %s: loaded fitted state for %s (no recalibration)", self.camera, m.name)

@@ -15,6 +15,7 @@ from models.anomaly.fit import APPEARANCE, FITTER, MOTION, AnomalyConfig, fit_pa
 from models.anomaly.footage import FootageError
 from models.anomaly.scorer import OUTPUTS, STATE_INPUTS
 from pipeline.calibration import FITTERS, anomaly_maps, anomaly_window
+from pipeline.camera_state import StateStore
 from pipeline.engines import create_engine
 from pipeline.errors import VidwatchError
 from pipeline.features import create_feature
@@ -248,9 +249,6 @@ def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
     """The shipped row memory is [h, K, C]; the same graph scores it as the per-cell repetition that
     packages fitted before round 6 hold, and a package whose manifest predates ``bank_rows`` calibrates
     live in that old layout."""
-    import json
-    import shutil
-
     package = load_package(fitted[0])
     state = package.shipped_state()
     assert state is not None and state["bank"].shape[0] == 15 and state["bank_sq"].shape[0] == 15
@@ -269,11 +267,43 @@ def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
     np.testing.assert_allclose(anomaly_maps(c4, motion, state), anomaly_maps(c4, motion, repeated),
                                rtol=1e-5, atol=1e-5)
     # a manifest from before round 6 (no bank_rows): live calibration fits the layout its graph was made for
-    legacy = tmp_path / "legacy"
-    shutil.copytree(fitted[0], legacy)
-    manifest = json.loads((legacy / "manifest.json").read_text())
-    del manifest["calibration"]["params"]["bank_rows"]
-    (legacy / "manifest.json").write_text(json.dumps(manifest))
+    legacy = _pre_round6_copy(fitted[0], tmp_path / "legacy")
     results, fitted_state = _calibrate_live(load_package(legacy), _frames(ped2, "Test001", 0, 30))
     assert fitted_state is not None and fitted_state["bank"].shape[0] == 15 * 23
     assert results and all(np.isfinite(r.scores).all() for r in results)
+
+
+def _pre_round6_copy(package: Path, out: Path) -> Path:
+    """``package`` with the manifest a package fitted before round 6 has (calibration params lack bank_rows)."""
+    import json
+    import shutil
+
+    shutil.copytree(package, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["calibration"]["params"]["bank_rows"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_saved_row_memory_is_not_fed_to_a_package_from_before_round_6(
+        fitted: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera's saved state with a row memory stored once ([h, M, C], saved by a newer package) is ignored
+    by a package whose graph predates that layout: the camera calibrates again instead of failing every
+    window. The repeated layout loads in both; a newer package also loads it."""
+    state = load_package(fitted[0]).shipped_state()
+    assert state is not None
+    repeated = {**state, **{k: np.repeat(state[k], 23, axis=0) for k in ("bank", "bank_sq")}}
+    legacy = load_package(_pre_round6_copy(fitted[0], tmp_path / "legacy"))
+    store = StateStore(tmp_path / "state")
+
+    def calibrating(package: ModelPackage, saved: dict[str, np.ndarray]) -> bool:
+        store.save("cam", package.name, saved)
+        runner = PackageRunner([package], state_store=store)
+        runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=60)])
+        return runner.camera_states("cam")[package.name].calibrating
+
+    with caplog.at_level("WARNING"):
+        assert calibrating(legacy, dict(state))
+    assert "one per image row" in caplog.text and "[345, M, C]" in caplog.text
+    assert not calibrating(legacy, repeated)
+    assert not calibrating(load_package(fitted[0]), repeated) and not calibrating(load_package(fitted[0]), dict(state))
