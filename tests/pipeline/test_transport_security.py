@@ -18,11 +18,17 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from pipeline.capture import CaptureNode
-from pipeline.config import KeySource, parse_config
+from pipeline.config import Config, KeySource, parse_config
 from pipeline.errors import ConfigError, VidwatchError
 from pipeline.inference import InferenceWorker
 from pipeline.sink import Sink
-from pipeline.transport_security import public_keys, secret_key, transport_security, write_keypairs
+from pipeline.transport_security import (
+    TransportSecurity,
+    public_keys,
+    secret_key,
+    transport_security,
+    write_keypairs,
+)
 from pipeline.wire import encode_frames, encode_results
 from tests.conftest import PEOPLE_CLIP, ROOT, free_port
 from tests.pipeline.stage_helpers import context_delivers, make_config, running
@@ -145,16 +151,23 @@ def test_strangers_are_refused_and_counted_while_the_authorized_capture_keeps_sc
     assert control == 9.0
 
 
-def test_monitor_tells_a_missing_key_from_an_unknown_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Each rejected handshake is counted once, with the right reason in the log."""
-    from pipeline.transport import results_pull
-
+def _server_with_an_intruder_key(tmp_path: Path) -> tuple[Path, Config, TransportSecurity]:
+    """Keys for a server, its client and an intruder under ``tmp_path/keys``; a config using the first
+    two, and the server's transport security."""
     keys = tmp_path / "keys"
     write_keypairs(keys, ("server", "client", "intruder"))
     config = make_config(Path("/nonexistent"), tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}",
                          extra=_transport(keys))
     security = transport_security(config, "test")
     assert security is not None
+    return keys, config, security
+
+
+def test_monitor_tells_a_missing_key_from_an_unknown_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each rejected handshake is counted once, with the right reason in the log."""
+    from pipeline.transport import results_pull
+
+    keys, config, security = _server_with_an_intruder_key(tmp_path)
     counted: list[str] = []
     pull = results_pull(zmq.Context.instance(), config.sink.endpoint, security, on_reject=counted.append)
     server_public = next(iter(public_keys(config.transport.server_public_key)))  # type: ignore[arg-type]
@@ -304,12 +317,7 @@ def test_the_rejection_monitor_reads_until_its_socket_is_gone(tmp_path: Path) ->
     socket's last event would leave libzmq's I/O thread blocked, and every socket of the context."""
     from pipeline.transport import results_pull
 
-    keys = tmp_path / "keys"
-    write_keypairs(keys, ("server", "client", "intruder"))
-    config = make_config(Path("/nonexistent"), tmp_path, "  - {id: c, source: x.mp4, models: [{model: demo-anomaly}]}",
-                         extra=_transport(keys))
-    security = transport_security(config, "test")
-    assert security is not None
+    keys, config, security = _server_with_an_intruder_key(tmp_path)
     ctx = zmq.Context()
     _CONTEXTS.append(ctx)
     counted: list[str] = []

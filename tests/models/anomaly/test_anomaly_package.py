@@ -4,6 +4,7 @@ calibration through the runner, clear errors on unusable footage."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,19 +71,27 @@ def test_fit_is_deterministic_with_a_seed(fitted: tuple[Path, Path]) -> None:
     assert a.manifest.metrics["fit"]["frames"] == 2 * FRAMES_PER_CLIP
 
 
-def test_onnx_scorer_matches_numpy_reference(fitted: tuple[Path, Path], trunk: Path, ped2: Path) -> None:
-    package = load_package(fitted[0])
-    state = package.shipped_state()
-    assert state is not None
-    frames = _frames(ped2, "Test002", 100, 6)  # a cyclist crosses
+def _two_windows_of_a_cyclist(package: ModelPackage, trunk: Path, ped2: Path
+                              ) -> tuple[np.ndarray, np.ndarray, Any, dict[str, np.ndarray]]:
+    """Ped2 Test002 frames 100-105 (a cyclist crosses): their ``c4`` and flow, the package's window
+    graph, and its two 3-frame windows' frame inputs (state inputs left to the caller)."""
+    frames = _frames(ped2, "Test002", 100, 6)
     flow = create_feature(package.manifest.runtime_features["flow"])
     motion = np.stack([flow(f) for f in frames])
     c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
     window = package.manifest.window.frames
     graph = create_engine("onnxruntime", package.graph_path(package.manifest.graph("anomaly")), {})
-    got = graph.run({"c4": c4.reshape(2, window, *c4.shape[1:]), "flow": motion.reshape(2, window, *motion.shape[1:]),
-                     **{k: state[k] for k in STATE_INPUTS}})
-    maps = anomaly_maps(c4, motion, state).reshape(2, window, *c4.shape[2:])
+    inputs = {"c4": c4.reshape(2, window, *c4.shape[1:]), "flow": motion.reshape(2, window, *motion.shape[1:])}
+    return c4, motion, graph, inputs
+
+
+def test_onnx_scorer_matches_numpy_reference(fitted: tuple[Path, Path], trunk: Path, ped2: Path) -> None:
+    package = load_package(fitted[0])
+    state = package.shipped_state()
+    assert state is not None
+    c4, motion, graph, inputs = _two_windows_of_a_cyclist(package, trunk, ped2)
+    got = graph.run({**inputs, **{k: state[k] for k in STATE_INPUTS}})
+    maps = anomaly_maps(c4, motion, state).reshape(2, package.manifest.window.frames, *c4.shape[2:])
     want = anomaly_window(maps, state["scale"])
     for name in OUTPUTS:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
@@ -253,13 +262,7 @@ def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
     state = package.shipped_state()
     assert state is not None and state["bank"].shape[0] == 15 and state["bank_sq"].shape[0] == 15
     repeated = {**state, **{k: np.repeat(state[k], 23, axis=0) for k in ("bank", "bank_sq")}}
-    frames = _frames(ped2, "Test002", 100, 6)  # a cyclist crosses
-    flow = create_feature(package.manifest.runtime_features["flow"])
-    motion = np.stack([flow(f) for f in frames])
-    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
-    window = package.manifest.window.frames
-    graph = create_engine("onnxruntime", package.graph_path(package.manifest.graph("anomaly")), {})
-    inputs = {"c4": c4.reshape(2, window, *c4.shape[1:]), "flow": motion.reshape(2, window, *motion.shape[1:])}
+    c4, motion, graph, inputs = _two_windows_of_a_cyclist(package, trunk, ped2)
     once = graph.run({**inputs, **{k: state[k] for k in STATE_INPUTS}})
     old = graph.run({**inputs, **{k: repeated[k] for k in STATE_INPUTS}})
     for name in OUTPUTS:
