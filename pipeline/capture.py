@@ -325,8 +325,9 @@ class CaptureNode:
 
     def send_pending(self) -> int:
         """Batch queued frames per (worker, frame size) and send; count what could not go."""
-        for peer in self.peers:  # also workers with nothing to send: an unread monitor stalls ZeroMQ (peer_watch)
-            peer.up()
+        # Every worker's events are read, also of workers with nothing to send: an unread monitor stalls
+        # ZeroMQ (peer_watch).
+        up = [peer.up() for peer in self.peers]
         batches: dict[tuple[int, tuple[int, ...]], list[tuple[str, SampledFrame]]] = {}
         for reader in self.readers:
             worker = self.routes[reader.camera.id]
@@ -334,6 +335,9 @@ class CaptureNode:
                 batches.setdefault((worker, frame.rgb.shape), []).append((reader.camera.id, frame))
         sent = 0
         for (worker, _), items in batches.items():
+            if not up[worker]:  # dead or not yet started: count, never queue or block
+                self._drop(items, "worker_down")
+                continue
             for start in range(0, len(items), self.config.capture.batch_max):
                 sent += self._send(worker, items[start:start + self.config.capture.batch_max])
         return sent
@@ -342,9 +346,6 @@ class CaptureNode:
         stats = {r.camera.id: {"captured": r.stats.captured, "dropped": r.stats.dropped, "fps_in": r.stats.fps_in,
                                "fps_out": r.stats.fps_out, **r.gate.status()}
                  for r in self.readers}
-        if not self.peers[worker].up():  # dead or not yet started: count, never queue or block
-            self._drop(items, "worker_down")
-            return 0
         started = time.perf_counter()
         parts = encode_frames([c for c, _ in items], [f.seq for _, f in items], [f.t_capture for _, f in items],
                               [f.t_stream for _, f in items], np.stack([f.rgb for _, f in items]), stats,
