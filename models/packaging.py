@@ -21,6 +21,7 @@ class GraphFile:
     over: str
     inputs: dict[str, str]
     outputs: list[str]
+    last_frame_only: tuple[str, ...] = ()  # window-graph inputs fed only the window's last frame
 
 
 def write_package(out: Path, graphs: list[GraphFile], state: dict[str, np.ndarray] | None = None,
@@ -37,7 +38,8 @@ def write_package(out: Path, graphs: list[GraphFile], state: dict[str, np.ndarra
         if graph.source.resolve() != target.resolve():
             shutil.copyfile(graph.source, target)
         specs.append(GraphSpec(name=graph.name, file=target.name, sha256=sha256_file(target),
-                               over=graph.over, inputs=graph.inputs, outputs=graph.outputs))  # type: ignore[arg-type]
+                               over=graph.over, inputs=graph.inputs, outputs=graph.outputs,  # type: ignore[arg-type]
+                               last_frame_only=list(graph.last_frame_only)))
     manifest = Manifest.model_validate({**manifest_fields, "graphs": [s.model_dump() for s in specs]})
     if state is not None:
         np.savez(out / STATE_FILE, **state)

@@ -27,6 +27,30 @@ StateCheck = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], str | None]
 STATE_CHECKS: Registry[StateCheck] = Registry("saved-state check")
 
 
+APPEARANCE_FRAMES = ("all", "last")
+
+
+def last_frame_window_scores(motion: np.ndarray, appearance: np.ndarray, length: int,
+                             segments: np.ndarray | None = None) -> np.ndarray:
+    """Unscaled scores of every run of ``length`` consecutive frames (inside one segment) when a window
+    reads only its last frame's appearance (fit parameter ``appearance_frames="last"``): the mean over
+    the window's frames k of ``max(motion[k] + appearance[last])``; ``motion``/``appearance`` weighted."""
+    f = len(motion)
+    if f < length:
+        raise ValueError(f"need at least {length} frames to fit, got {f}")
+    flat_motion = motion.reshape(f, -1)
+    flat_appearance = appearance.reshape(f, -1)
+    peaks = np.stack([(flat_motion[k:f - length + 1 + k] + flat_appearance[length - 1:]).max(axis=1)
+                      for k in range(length)])  # [length, W]: frame k of each window with its last appearance
+    scores = peaks.mean(axis=0).astype(np.float32)
+    if segments is None:
+        return scores
+    inside = segments[length - 1:] == segments[:len(segments) - length + 1]
+    if not inside.any():
+        raise ValueError(f"no run of {length} consecutive frames to fit on (gaps split every run)")
+    return scores[inside]
+
+
 def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray | None = None) -> np.ndarray:
     """Means of every run of ``length`` consecutive rows: ``[F, ...] -> [W, ...]``; ``W = F - length + 1``
     without ``segments``, else only the runs that lie inside one segment (never across a gap)."""
@@ -332,8 +356,11 @@ def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_fra
     weights = np.array([1.0 / _peak_quantile(motion, part_q),
                         float(params.get("appearance_weight", 0.5)) / _peak_quantile(appearance, part_q)],
                        np.float32)
-    maps = weights[0] * motion + weights[1] * appearance
-    peaks = maps.reshape(len(maps), -1).max(axis=1)
-    window_scores = sliding_window_means(peaks[:, None], window_frames, segments)[:, 0]
+    if params.get("appearance_frames", "all") == "last":
+        window_scores = last_frame_window_scores(weights[0] * motion, weights[1] * appearance, window_frames, segments)
+    else:
+        maps = weights[0] * motion + weights[1] * appearance
+        peaks = maps.reshape(len(maps), -1).max(axis=1)
+        window_scores = sliding_window_means(peaks[:, None], window_frames, segments)[:, 0]
     threshold = max(float(np.quantile(window_scores, float(params.get("quantile", 0.995)))), 1e-6)
     return weights, np.array([1.0 / threshold], np.float32)

@@ -89,6 +89,10 @@ class Window:
     def stacked(self, source: str) -> np.ndarray:
         return np.stack(self.sources[source])
 
+    def last(self, source: str) -> np.ndarray:
+        """The window's last frame's value of ``source`` as ``[1, ...]`` (a ``last_frame_only`` input)."""
+        return self.sources[source][-1][None]
+
 
 class CameraPackageState:
     """Everything one camera keeps for one package."""
@@ -100,6 +104,10 @@ class CameraPackageState:
         self.frames, self.stride = frames, stride
         self.window_sources = sorted({s for g in m.window_graphs() for s in g.inputs.values()
                                       if not s.startswith("state.") and _is_frame_source(s, m)})
+        # Sources only the window's last frame's value of is read (outputs of m.window_end_graphs()): the
+        # ring holds SKIPPED for the other frames, whose frame graphs never ran (see plan_window_ends).
+        ends = m.window_end_graphs()
+        self.end_sources = {s for s in self.window_sources if s.split(".", 1)[0] in ends}
         self.features: dict[str, FrameFeature] = {
             f"runtime.{name}": create_feature(spec) for name, spec in m.runtime_features.items()}
         # Features whose run-first frame (camera start, after a gap) takes the second frame's value
@@ -188,6 +196,18 @@ class CameraPackageState:
             reads.append(frame_is_read(position, self.frames, self.stride) or (position == 2 and bool(self._borrowing)))
         return reads
 
+    def plan_window_ends(self, gaps: Sequence[bool]) -> list[bool]:
+        """Will each of the camera's next frames end a window (or be collected by calibration), if the run
+        goes on? The frame graphs of ``window_end_graphs`` run only on those frames. ``gaps`` as in
+        :meth:`plan_reads`."""
+        if self.calibrating:
+            return [True] * len(gaps)  # calibration collects every frame's sources
+        ends, position = [], self.position
+        for gap in gaps:
+            position = 1 if gap else position + 1
+            ends.append(window_ends_at(position, self.frames, self.stride))
+        return ends
+
     def observe_frame(self, frame: np.ndarray, gap: bool = False) -> None:
         """:meth:`compute_features` for a frame no window reads: the features only keep it as their
         previous frame, so the next frame's values are the same as if it had been computed."""
@@ -226,8 +246,8 @@ class CameraPackageState:
             self.position = 0
         # Copies, not views: a view of one row keeps the whole batch's output (or the whole received
         # message, for the frame) alive, and a ring of T rows from T batches would pin T batches per camera.
-        stored = {key: SKIPPED if sources is None else np.array(sources[key], copy=True)
-                  for key in self.window_sources}
+        stored = {key: SKIPPED if sources is None or (key in self.end_sources and key not in sources)
+                  else np.array(sources[key], copy=True) for key in self.window_sources}
         for key, value in stored.items():
             self.ring[key].append(value)
         if sources is not None:
@@ -252,7 +272,8 @@ class CameraPackageState:
             self._run_first = None
 
     def take_window(self) -> Window:
-        assert not any(value is SKIPPED for ring in self.ring.values() for value in ring), \
+        assert not any(value is SKIPPED for key, ring in self.ring.items()
+                       for value in (list(ring)[-1:] if key in self.end_sources else ring)), \
             f"camera {self.camera}: a window of {self.package.name} holds a frame planned as read by none"
         return Window(list(self.metas), {k: list(v) for k, v in self.ring.items()}, self.last_frame)
 

@@ -78,6 +78,9 @@ class GraphSpec(_Frozen):
     over: Literal["frame", "window"]
     inputs: dict[str, str]
     outputs: list[str]
+    # Window-graph inputs fed only the window's last frame (``[N, 1, ...]``, not ``[N, T, ...]``): a frame
+    # graph whose outputs are read only this way runs only on frames that end a window.
+    last_frame_only: list[str] = Field(default_factory=list)
 
 
 class CalibrationSpec(_Frozen):
@@ -131,6 +134,22 @@ class Manifest(_Frozen):
     def window_graphs(self) -> list[GraphSpec]:
         return [g for g in self.graphs if g.over == "window"]
 
+    def window_end_graphs(self) -> set[str]:
+        """Frame graphs whose outputs only window graphs read, each through a ``last_frame_only`` input, and
+        that read nothing but the frames: they need running only on frames that end a window."""
+        whole: set[str] = set()  # per-frame sources some graph reads for every frame
+        last: set[str] = set()
+        for graph in self.graphs:
+            for name, source in graph.inputs.items():
+                (last if name in graph.last_frame_only else whole).add(source)
+        ends = set()
+        for graph in self.frame_graphs():
+            outputs = {f"{graph.name}.{out}" for out in graph.outputs}
+            if (outputs & last and not outputs & whole
+                    and all(s == "frames" or s.startswith("state.") for s in graph.inputs.values())):
+                ends.add(graph.name)
+        return ends
+
 
 def _check_alert_label(m: Manifest) -> None:
     if m.alert_label not in m.labels:
@@ -143,6 +162,7 @@ def _check_sources(m: Manifest) -> None:
     for graph in m.graphs:
         for input_name, source in graph.inputs.items():
             _check_source(m, graph, input_name, source, produced)
+        _check_last_frame_only(graph)
         for out in graph.outputs:
             produced[f"{graph.name}.{out}"] = graph.over
     for field in ("scores", "frame_scores", "heatmap"):
@@ -152,6 +172,18 @@ def _check_sources(m: Manifest) -> None:
     for ref in m.calibration.collect if m.calibration else []:
         if not (produced.get(ref) == "frame" or _is_runtime(m, ref)):
             raise ValueError(f"calibration.collect: {ref!r} is not a per-frame source")
+
+
+def _check_last_frame_only(graph: GraphSpec) -> None:
+    where = f"graphs[{graph.name}].last_frame_only"
+    if graph.last_frame_only and graph.over != "window":
+        raise ValueError(f"{where}: only a window graph's inputs can take the window's last frame; "
+                         f"{graph.name!r} runs over frames")
+    for name in graph.last_frame_only:
+        if name not in graph.inputs:
+            raise ValueError(f"{where}: {name!r} is not one of its inputs ({', '.join(graph.inputs)})")
+        if graph.inputs[name].startswith("state."):
+            raise ValueError(f"{where}: {name!r} reads fitted state {graph.inputs[name]!r}, not a per-frame source")
 
 
 def _is_runtime(m: Manifest, source: str) -> bool:

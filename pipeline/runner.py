@@ -2,7 +2,8 @@
 over per-camera ring buffers, shared graphs (same sha256) once for every package that has them.
 A package's per-frame work (runtime features, frame graphs) is skipped for frames none of its
 windows will read (a stride longer than the window); the features still keep such a frame as the
-previous one, so results are the same as computing everything.
+previous one, so results are the same as computing everything. A frame graph whose outputs windows
+read only for their last frame (``last_frame_only`` inputs) runs only on frames that end a window.
 
 Used by the inference stage live, and offline (``score_frames``) by evaluation, so offline
 figures come from exactly the code that runs in production.
@@ -79,6 +80,8 @@ class StageTimings:
 
 
 DueWindow = tuple[CameraPackageState, Window]
+# Per source (``graph.output`` or ``runtime.<name>``): the batch rows it was computed for, and their values stacked.
+FrameValues = dict[str, tuple[list[int], np.ndarray]]
 
 
 class PackageRunner:
@@ -127,9 +130,11 @@ class PackageRunner:
             computed = [row for row, read in zip(rows, reads, strict=True) if read]
             if len(computed) < len(rows):
                 self.skipped[name] = self.skipped.get(name, 0) + len(rows) - len(computed)
+            ends = self._plan_window_ends(package, rows, metas, gaps)
             # Features first: frame graphs may read them, and push() stores them as computed here.
             features = self._compute_features(package, frames, rows, metas, gaps, reads)
-            per_frame = self._run_frame_graphs(package, frames, computed, metas, shared, features) if computed else {}
+            per_frame = (self._run_frame_graphs(package, frames, computed, metas, shared, features, ends)
+                         if computed else {})
             due = self._push_frames(package, frames, rows, metas, per_frame, gaps, reads)
             results.extend(self._run_windows(package, due))
         return results
@@ -175,6 +180,20 @@ class PackageRunner:
                 reads[i] = read
         return reads
 
+    def _plan_window_ends(self, package: ModelPackage, rows: list[int], metas: Sequence[FrameMeta],
+                          gaps: Sequence[bool]) -> list[int]:
+        """The ``rows`` that end one of their camera's windows: the only ones ``window_end_graphs`` run on."""
+        if not self.skip_unread or not package.manifest.window_end_graphs():
+            return rows
+        by_camera: dict[str, list[int]] = {}
+        for row in rows:
+            by_camera.setdefault(metas[row].camera, []).append(row)
+        ends: set[int] = set()
+        for camera, camera_rows in by_camera.items():
+            planned = self._cameras[camera][package.name].plan_window_ends([gaps[row] for row in camera_rows])
+            ends.update(row for row, end in zip(camera_rows, planned, strict=True) if end)
+        return [row for row in rows if row in ends]
+
     def _package_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int]) -> np.ndarray:
         spec = package.manifest.input
         batch = frames[rows]
@@ -205,23 +224,32 @@ class PackageRunner:
         return stacked
 
     def _run_frame_graphs(self, package: ModelPackage, frames: np.ndarray, rows: list[int],
-                          metas: Sequence[FrameMeta], shared: dict,
-                          features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """``features`` plus the outputs of the package's frame graphs for ``rows``, keyed ``graph.output``."""
+                          metas: Sequence[FrameMeta], shared: dict, features: Mapping[str, np.ndarray],
+                          ends: list[int]) -> FrameValues:
+        """``features`` plus the outputs of the package's frame graphs, keyed ``graph.output``, each with the
+        rows it holds: ``rows``, or for ``window_end_graphs`` only those of ``rows`` in ``ends``."""
         values: dict[str, np.ndarray] = dict(features)
-        batch: np.ndarray | None = None
+        out_rows: dict[str, list[int]] = dict.fromkeys(features, rows)
+        window_end, end_rows = package.manifest.window_end_graphs(), set(ends)
+        batches: dict[bool, np.ndarray] = {}
         for graph in package.manifest.frame_graphs():
+            at_ends = graph.name in window_end
+            graph_rows = [row for row in rows if row in end_rows] if at_ends else rows
+            if not graph_rows:
+                continue
             started = time.perf_counter()
+            batch = batches.get(at_ends)
             if batch is None and "frames" in graph.inputs.values():
-                batch = self._package_frames(package, frames, rows)
+                batch = batches[at_ends] = self._package_frames(package, frames, graph_rows)
             if batch is not None and set(graph.inputs.values()) == {"frames"}:
-                outputs = self._run_shared(graph, batch, rows, shared)
+                outputs = self._run_shared(graph, batch, graph_rows, shared)
             else:
-                outputs = self._run_graph(graph, self._frame_inputs(package, graph, batch, rows, metas, values))
+                outputs = self._run_graph(graph, self._frame_inputs(package, graph, batch, graph_rows, metas, values))
             for out, array in outputs.items():
                 values[f"{graph.name}.{out}"] = array
+                out_rows[f"{graph.name}.{out}"] = graph_rows
             self.timings.add(f"frame:{graph.name}", started)
-        return values
+        return {key: (out_rows[key], value) for key, value in values.items()}
 
     def _run_shared(self, graph: GraphSpec, batch: np.ndarray, rows: list[int],
                     shared: dict) -> dict[str, np.ndarray]:
@@ -263,19 +291,18 @@ class PackageRunner:
         return self._engines[graph.sha256].run(inputs)
 
     def _push_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int], metas: Sequence[FrameMeta],
-                     per_frame: dict[str, np.ndarray], gaps: Sequence[bool], reads: Sequence[bool]) -> list[DueWindow]:
-        """Append each frame's sources (runtime features included; ``per_frame`` holds the rows read,
-        in order) to its camera's ring, a placeholder for the others; return every window that fell due."""
+                     per_frame: FrameValues, gaps: Sequence[bool], reads: Sequence[bool]) -> list[DueWindow]:
+        """Append each frame's sources (runtime features included; ``per_frame`` holds the rows each was
+        computed for) to its camera's ring, a placeholder for the others; return every window that fell due."""
         due = []
         started = time.perf_counter()
-        computed = 0
+        index = {key: {row: i for i, row in enumerate(key_rows)} for key, (key_rows, _) in per_frame.items()}
         for row, read in zip(rows, reads, strict=True):
             meta = metas[row]
             state = self._cameras[meta.camera][package.name]
             sources = None
             if read:
-                sources = {key: value[computed] for key, value in per_frame.items()}
-                computed += 1
+                sources = {key: value[index[key][row]] for key, (_, value) in per_frame.items() if row in index[key]}
             if state.push(frames[row], meta, sources, gaps[row]):
                 due.append((state, state.take_window()))
         self.timings.add("features_and_rings", started)
@@ -312,6 +339,8 @@ class PackageRunner:
                     inputs[name] = group[0][0].state_array(source)
                 elif source in values:
                     inputs[name] = values[source]
+                elif name in graph.last_frame_only:
+                    inputs[name] = np.stack([w.last(source) for w in windows])
                 else:
                     inputs[name] = np.stack([w.stacked(source) for w in windows])
             for out, array in self._run_graph(graph, inputs).items():

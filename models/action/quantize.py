@@ -50,7 +50,8 @@ def _repackage(package: Path, int8_graph: Path) -> None:
     m = load_package(package).manifest
     (package / "motion.onnx").unlink()
     int8_graph.rename(package / "motion.onnx")
-    graphs = [GraphFile(g.name, package / g.file, g.over, dict(g.inputs), list(g.outputs)) for g in m.graphs]
+    graphs = [GraphFile(g.name, package / g.file, g.over, dict(g.inputs), list(g.outputs),
+                        tuple(g.last_frame_only)) for g in m.graphs]
     fields = m.model_dump(mode="json", exclude={"graphs", "format"})
     fields["description"] = m.description + " Motion graph quantized to INT8 (ONNX Runtime static, QOperator)."
     write_package(package, graphs, **fields)

@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from models.anomaly.cache import FeatureCache
 from models.anomaly.fit import AnomalyConfig
 from pipeline.calibration import (
+    APPEARANCE_FRAMES,
     anomaly_weights_scale,
     appearance_map,
     fit_appearance_state,
@@ -68,6 +69,9 @@ class Variant:
     flow_far_rows: int = 0  # top cell rows on a fine far-field DIS pass (perspective-aware flow; 0: none)
     flow_far_preset: str = "medium"
     bank_size: int = 64  # patches per memory (a row memory's axis, round 6: --bank-sizes; a cell memory keeps 64)
+    # which frames' appearance a window reads: "all" (each frame its own), or "last" (every frame the window's
+    # last frame's: the trunk runs only on window ends; round 7, --appearance-frames). Fixed per CV run.
+    appearance_frames: str = "all"
 
     @property
     def name(self) -> str:
@@ -80,6 +84,8 @@ class Variant:
             suffix += f"+{self.flow_far_preset}:{self.flow_far_rows}"
         if self.flow_first != "zero":
             suffix += f"-first{self.flow_first}"
+        if self.appearance_frames != "all":
+            suffix += f"-app{self.appearance_frames}"
         return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}{suffix}"
 
     def config(self) -> AnomalyConfig:
@@ -92,7 +98,7 @@ class Variant:
                              flow_far_rows=self.flow_far_rows, flow_far_preset=self.flow_far_preset,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
                                   "motion_mode": self.motion, "appearance_pool": self.appearance_pool,
-                                  "bank_size": self.bank_size})
+                                  "bank_size": self.bank_size, "appearance_frames": self.appearance_frames})
 
 
 # Alert window (frames averaged into the alert score) of variants whose frame score is the frame's own
@@ -130,7 +136,7 @@ def family(name: str, variants: Sequence[Variant] = GRID) -> tuple[Variant, ...]
 # (round 2; round 3 kept its flow, medium@1, and made a run's first frame borrow the second frame's flow,
 # models/anomaly/README.md); `make models` ships AnomalyConfig(), which equals SHIPPED.config() (tested).
 SHIPPED = Variant(pool="row", flow_quantile=0.9, window=1, appearance_weight=1.0, motion="all", appearance_pool="row",
-                  flow_first="next")
+                  flow_first="next", appearance_frames="last")
 
 
 def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:
@@ -146,6 +152,25 @@ def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:
     starts = np.minimum(np.arange(f), max(f - window, 0))
     ends = np.minimum(starts + window, f)
     return ((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32)
+
+
+def last_appearance_scores(motion: np.ndarray, appearance: np.ndarray, window_frames: int,
+                           frame_score: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame maps ``[F, h, w]`` and scores ``[F]`` as ``score_frames`` assembles them at stride 1 for a
+    package whose windows read only their last frame's appearance (``appearance_frames="last"``).
+
+    ``motion``/``appearance``: weighted, scaled per-frame parts. Frame i is read from the window starting
+    at j = min(i, F - T) (the latest covering it), whose maps are ``motion[k] + appearance[j + T - 1]``;
+    its score is its own peak there (``"peak"``) or the mean of the window's peaks (``"window"``)."""
+    f = len(motion)
+    t = min(window_frames, f)
+    starts = np.minimum(np.arange(f), f - t)
+    maps = motion + appearance[starts + t - 1]
+    if frame_score == "peak":
+        return maps, maps.reshape(f, -1).max(axis=1).astype(np.float32)
+    window_scores = np.array([(motion[j:j + t] + appearance[j + t - 1]).reshape(t, -1).max(axis=1).mean()
+                              for j in range(f - t + 1)], np.float32)
+    return maps, window_scores[starts]
 
 
 @dataclass
@@ -197,10 +222,19 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
             if _fit_key(v) != key:
                 continue
             weights, scale = anomaly_weights_scale(motion_ho, appearance_ho, v.config().window_frames,
-                                                   {**fit_params, "appearance_weight": v.appearance_weight})
-            maps = {name: (weights[0] * m + weights[1] * a) * scale[0] for name, (m, a) in parts.items()}
-            scores = {name: live_frame_scores(mp.reshape(len(mp), -1).max(axis=1), v.window)
-                      for name, mp in maps.items()}
+                                                   {**fit_params, "appearance_weight": v.appearance_weight,
+                                                    "appearance_frames": v.appearance_frames})
+            if v.appearance_frames == "last":
+                config_v = v.config()
+                last = {name: last_appearance_scores(weights[0] * scale[0] * m, weights[1] * scale[0] * a,
+                                                     config_v.window_frames, config_v.frame_score)
+                        for name, (m, a) in parts.items()}
+                maps = {name: mp for name, (mp, _) in last.items()}
+                scores = {name: sc for name, (_, sc) in last.items()}
+            else:
+                maps = {name: (weights[0] * m + weights[1] * a) * scale[0] for name, (m, a) in parts.items()}
+                scores = {name: live_frame_scores(mp.reshape(len(mp), -1).max(axis=1), v.window)
+                          for name, mp in maps.items()}
             out.append(VariantScores(v, scores, maps))
     order = {v: i for i, v in enumerate(variants)}
     return sorted(out, key=lambda s: order[s.variant])
@@ -222,6 +256,13 @@ def with_bank_sizes(variants: Sequence[Variant], sizes: Sequence[int]) -> tuple[
         raise VidwatchError(f"bank sizes {list(sizes)}: give one or more positive sizes, e.g. 64,256,1024")
     first = tuple(replace(v, bank_size=sizes[0]) if v.appearance_pool == "row" else v for v in variants)
     return first + tuple(replace(v, bank_size=k) for k in sizes[1:] for v in variants if v.appearance_pool == "row")
+
+
+def with_appearance_frames(variants: Sequence[Variant], frames: str) -> tuple[Variant, ...]:
+    """``variants`` reading the appearance of every window frame (``all``) or of its last only (``last``)."""
+    if frames not in APPEARANCE_FRAMES:
+        raise VidwatchError(f"appearance frames {frames!r}: use one of {', '.join(APPEARANCE_FRAMES)}")
+    return tuple(replace(v, appearance_frames=frames) for v in variants)
 
 
 def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,
@@ -321,16 +362,18 @@ def variant_table(results: Sequence[VariantScores], labels: Mapping[str, np.ndar
 def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
                    cache_dir: Path, variants: Sequence[Variant] = GRID, gallery_count: int = 6,
                    family_name: str = "all", flow: Mapping[str, Any] | None = None,
-                   bank_sizes: Sequence[int] = (64,)) -> dict[str, Any]:
+                   bank_sizes: Sequence[int] = (64,), appearance_frames: str = "all") -> dict[str, Any]:
     """Run the protocol within the design family ``family_name`` of ``variants`` (their flow feature
     set by ``flow``: ``preset``, ``scale``, ``first``, see :func:`with_flow`; each row memory at every
-    size of ``bank_sizes``, see :func:`with_bank_sizes`); write ``cv.json``, ``cv.md``, out-of-fold
+    size of ``bank_sizes``, see :func:`with_bank_sizes`; every window reading the appearance of
+    ``appearance_frames``, see :func:`with_appearance_frames`); write ``cv.json``, ``cv.md``, out-of-fold
     plots and an error gallery to ``out``."""
     from models.anomaly.evaluate import read_labels
     from models.anomaly.footage import FootageError, find_clips
     from models.anomaly.gallery import error_gallery, plot_clip
 
-    variants = with_bank_sizes(with_flow(family(family_name, variants), **(flow or {})), bank_sizes)
+    variants = with_appearance_frames(
+        with_bank_sizes(with_flow(family(family_name, variants), **(flow or {})), bank_sizes), appearance_frames)
     if not variants:
         raise VidwatchError(f"design family {family_name!r} holds none of the {len(GRID)} grid variants given")
     labels = read_labels(labels_path)
@@ -374,8 +417,10 @@ def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk
         "protocol": "nested leave-one-clip-out: variant (best pooled frame AUC) and threshold (max recall - "
                     "false-alarm rate) chosen on the other clips, reported on the held-out clip; fitting on "
                     f"unlabelled normal footage only ({normal}); design family '{family_name}' "
-                    f"({len(variants)} variants; row-memory bank sizes {sorted(set(bank_sizes))})",
+                    f"({len(variants)} variants; row-memory bank sizes {sorted(set(bank_sizes))}; "
+                    f"appearance of {'each window frame' if appearance_frames == 'all' else 'the window last frame'})",
         "family": family_name, "n_variants": len(variants), "bank_sizes": sorted(set(bank_sizes)),
+        "appearance_frames": appearance_frames,
         "nested_cv": {k: v for k, v in cv.items() if k != "oof_scores"},
         "chosen_on_all_clips": results[final].variant.name,
         "chosen_config": asdict(results[final].variant),

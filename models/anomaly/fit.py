@@ -53,7 +53,8 @@ class AnomalyConfig:
         "appearance": APPEARANCE, "motion": MOTION, "bank_size": 64, "appearance_weight": 1.0,
         "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "row", "motion_mode": "all",
         "appearance_pool": "row",  # perspective-aware (per image row), chosen in the a-priori family (README)
-        "bank_rows": True})  # a row memory stored once per row, [h, M, C] (README round 6)
+        "bank_rows": True,  # a row memory stored once per row, [h, M, C] (README round 6)
+        "appearance_frames": "last"})  # windows read their last frame's appearance only (README round 7)
 
     @property
     def flow_spec(self) -> dict[str, Any]:
@@ -107,7 +108,8 @@ def fit_package(normal: Path, out: Path, seed: int = 0, trunk: Path | None = Non
                                features[APPEARANCE].shape[1], config.grid, config.frame_score)
         fit_info = {"clips": len(clips), "frames": len(features[APPEARANCE]), "seed": seed,
                     "seconds": round(time.perf_counter() - started, 1)}
-        write_package(out, _graphs(trunk, scorer), state, **_manifest(name or _package_name(out), config, fit_info))
+        write_package(out, _graphs(trunk, scorer, config), state,
+                      **_manifest(name or _package_name(out), config, fit_info))
     logger.info("fitted %s on %d frames of %d clips in %.0f s", out, fit_info["frames"], len(clips),
                 time.perf_counter() - started)
     return out
@@ -126,10 +128,12 @@ def _usable_trunk(trunk: Path | None, config: AnomalyConfig, tmp: Path) -> Path:
     return build_trunk(tmp / "trunk.onnx", config.height, config.width)
 
 
-def _graphs(trunk: Path, scorer: Path) -> list[GraphFile]:
+def _graphs(trunk: Path, scorer: Path, config: AnomalyConfig) -> list[GraphFile]:
     scorer_inputs = {"c4": APPEARANCE, "flow": MOTION, **{k: f"state.{k}" for k in STATE_INPUTS}}
+    # "last": the window graph broadcasts its last frame's appearance over the window's motion maps
+    last = ("c4",) if config.fit.get("appearance_frames", "all") == "last" else ()
     return [GraphFile("trunk", trunk, "frame", {"frames": "frames"}, [TRUNK_OUTPUT]),
-            GraphFile("anomaly", scorer, "window", scorer_inputs, list(OUTPUTS))]
+            GraphFile("anomaly", scorer, "window", scorer_inputs, list(OUTPUTS), last)]
 
 
 def _package_name(out: Path) -> str:

@@ -25,6 +25,9 @@ OUTPUTS = ("scores", "frame_scores", "heatmap")
 class WindowScorer(nn.Module):
     """``c4 [N,T,C,h,w]``, ``flow [N,T,4,h,w]`` + state -> scores, frame_scores, heatmap.
 
+    ``c4`` may hold only the window's last frame, ``[N,1,C,h,w]`` (``appearance_frames="last"``, the input
+    declared ``last_frame_only``): its appearance map then adds to each frame's motion map.
+
     ``frame_score``: ``"peak"`` (each frame's own peak) or ``"window"`` (each frame takes the window
     mean: temporal smoothing), as in ``pipeline.calibration.anomaly_window``."""
 
@@ -44,10 +47,10 @@ class WindowScorer(nn.Module):
         q = c4.reshape(n * t, c, h * w).permute(2, 0, 1).reshape(bank.shape[0], -1, c)
         d2 = (q * q).sum(-1, keepdim=True) - 2 * torch.bmm(q, bank.transpose(1, 2)) + bank_sq.unsqueeze(1)
         appearance = d2.amin(dim=-1).clamp_min(0).sqrt().reshape(h * w, n * t).permute(1, 0).reshape(n, t, h, w)
-        maps = weights[0] * motion + weights[1] * appearance
-        peaks = maps.reshape(n, t, h * w).amax(dim=-1) * scale[0]
+        maps = weights[0] * motion + weights[1] * appearance  # c4's T may be 1: broadcast over flow's T
+        peaks = maps.flatten(2).amax(dim=-1) * scale[0]
         scores = peaks.mean(dim=1, keepdim=True)
-        frame_scores = scores.expand(n, t) * 1.0 if self.frame_score == "window" else peaks
+        frame_scores = scores.expand_as(peaks) * 1.0 if self.frame_score == "window" else peaks
         return scores, frame_scores, maps.amax(dim=1) * scale[0]
 
 

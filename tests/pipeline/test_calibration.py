@@ -16,7 +16,9 @@ from pipeline.calibration import (
     appearance_map,
     fit_anomaly_motion_appearance,
     flow_statistics,
+    last_frame_window_scores,
     motion_state,
+    sliding_window_means,
 )
 from pipeline.features import create_feature
 
@@ -117,3 +119,21 @@ def test_row_memory_stored_once_scores_as_the_repeated_memory() -> None:
     assert cell["bank"].shape == (15, 6, 8)
     with pytest.raises(ValueError, match="refit the package"):
         appearance_map(test, {"bank": once["bank"][:2], "bank_sq": once["bank_sq"][:2]})
+
+
+def test_last_frame_window_scores_pair_each_frame_motion_with_the_window_last_appearance() -> None:
+    rng = np.random.default_rng(0)
+    motion, appearance = rng.random((12, 3, 4), np.float32), rng.random((12, 3, 4), np.float32)
+    got = last_frame_window_scores(motion, appearance, 3)
+    want = [np.mean([(motion[k] + appearance[j + 2]).max() for k in range(j, j + 3)]) for j in range(10)]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # an appearance that never changes gives the per-frame window means
+    still = np.repeat(appearance[:1], 12, axis=0)
+    peaks = (motion + still).reshape(12, -1).max(axis=1)
+    np.testing.assert_allclose(last_frame_window_scores(motion, still, 3),
+                               sliding_window_means(peaks[:, None], 3)[:, 0], rtol=1e-6)
+    # windows stay inside a segment (live calibration across gaps)
+    segments = np.array([0] * 5 + [1] * 7)
+    inside = [j for j in range(10) if segments[j] == segments[j + 2]]
+    np.testing.assert_allclose(last_frame_window_scores(motion, appearance, 3, segments), np.array(want)[inside],
+                               rtol=1e-6)

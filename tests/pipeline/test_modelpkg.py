@@ -59,3 +59,27 @@ def test_rate_mismatch_names_camera_model_and_fix(demo_package_path: Path) -> No
     assert warning is not None and "yard" in warning and "fight" in warning and "set the camera's fps to 10" in warning
     unknown = m.model_copy(update={"window": WindowSpec(frames=8, stride=2, fps=None)})
     assert rate_mismatch("yard", 5.0, "fight", unknown) is None  # a package that states no rate
+
+
+def test_last_frame_only_inputs_are_checked_and_name_the_frame_graphs_run_on_window_ends(
+        demo_package_path: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(demo_package_path, tmp_path / "pkg")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert load_package(copy).manifest.window_end_graphs() == set()  # the score graph reads every frame's c4
+
+    def with_last(graph: int, names: list[str]) -> None:
+        edited = json.loads(json.dumps(manifest))
+        edited["graphs"][graph]["last_frame_only"] = names
+        (copy / "manifest.json").write_text(json.dumps(edited))
+
+    with_last(1, ["c4"])
+    assert load_package(copy).manifest.window_end_graphs() == {"trunk"}
+    with_last(0, ["frames"])
+    with pytest.raises(ModelPackageError, match=r"graphs\[trunk\]\.last_frame_only: only a window graph's inputs"):
+        load_package(copy)
+    with_last(1, ["c5"])
+    with pytest.raises(ModelPackageError, match=r"'c5' is not one of its inputs \(c4, mean, inv_std, scale\)"):
+        load_package(copy)
+    with_last(1, ["mean"])
+    with pytest.raises(ModelPackageError, match="'mean' reads fitted state 'state.mean', not a per-frame source"):
+        load_package(copy)

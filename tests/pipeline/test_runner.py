@@ -362,6 +362,41 @@ def test_frames_no_window_reads_are_not_computed(models_dir: Path, ped2_test_fra
     assert [r.last.seq for r in results] == list(range(2, 39, 4))  # 3-frame windows every 4 frames
     held = {seq for r in results for seq in range(r.first.seq, r.last.seq + 1)}
     assert len(held) == 30  # every fourth frame is in no window
-    assert trunk.rows == (len(held) if skip else 39)
-    assert dis.calls == trunk.rows - 1  # the first frame has no previous one: zero flow
+    # the package's windows read only their last frame's c4 (README round 7): the trunk runs on window ends
+    assert package.manifest.window_end_graphs() == {"trunk"}
+    assert trunk.rows == (len(results) if skip else 39)
+    assert dis.calls == (len(held) if skip else 39) - 1  # the first frame has no previous one: zero flow
     assert runner.drain_skipped() == ({package.name: 39 - len(held)} if skip else {})
+
+
+def test_a_last_frame_only_input_gets_the_window_last_frame(models_dir: Path, ped2_test_frames: np.ndarray) -> None:
+    """Each window of the shipped ped2-anomaly (c4 ``last_frame_only``) scores as its graph does on the
+    trunk's c4 of the window's last frame and the flow of each of its frames, at stride 4 and 1."""
+    from models.anomaly.scorer import STATE_INPUTS
+    from pipeline.engines import create_engine
+    from pipeline.features import create_feature
+    from pipeline.features.flow import borrow_first
+
+    package = _shipped(models_dir, Path(), "ped2-anomaly")
+    m, state = package.manifest, package.shipped_state()
+    assert m.graph("anomaly").last_frame_only == ["c4"] and state is not None
+    frames = ped2_test_frames[:20]
+    c4 = create_engine("onnxruntime", package.graph_path(m.graph("trunk")), {}).run({"frames": frames})["c4"]
+    flow = create_feature(m.runtime_features["flow"])
+    stats = borrow_first(np.stack([flow(f) for f in frames]))
+    graph = create_engine("onnxruntime", package.graph_path(m.graph("anomaly")), {})
+    for stride in (4, 1):
+        runner = PackageRunner([package])
+        runner.add_camera("cam", [Subscription(package.name, stride=stride)])
+        results = _feed_runner(runner, {"cam": frames}, _run("cam", range(20)), batch=6)
+        assert [r.last.seq for r in results] == list(range(2, 20, stride))
+        for r in results:
+            first, last = r.first.seq, r.last.seq
+            want = graph.run({"c4": c4[None, last:last + 1], "flow": stats[None, first:last + 1],
+                              **{k: state[k] for k in STATE_INPUTS}})
+            np.testing.assert_allclose(r.scores, want["scores"][0], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(r.frame_scores, want["frame_scores"][0], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(r.heatmap, want["heatmap"][0], rtol=1e-5, atol=1e-5)
+        # every frame's own c4 would score otherwise: the input really is the last frame's
+        every = graph.run({"c4": c4[None, :3], "flow": stats[None, :3], **{k: state[k] for k in STATE_INPUTS}})
+        assert not np.allclose(results[0].frame_scores, every["frame_scores"][0], rtol=1e-3, atol=1e-3)

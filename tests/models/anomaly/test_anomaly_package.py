@@ -253,6 +253,45 @@ def test_first_frame_of_a_run_borrows_the_next_flow_live_as_in_the_cv(normal_dir
     assert not (collected[2] == collected[3]).all()
 
 
+@pytest.mark.parametrize("window", [1, 5])
+def test_last_frame_appearance_scores_live_as_in_the_cv(normal_dir: Path, trunk: Path, ped2: Path, tmp_path: Path,
+                                                       window: int) -> None:
+    """appearance_frames="last" (round 7): the package declares c4 ``last_frame_only``; through the runner
+    every frame scores as the CV assembles it (``cv.last_appearance_scores``), its own peak or the window
+    mean; and the fitter puts 1.0 at the quantile of normal windows scored that way."""
+    from models.anomaly.cv import Variant, last_appearance_scores, live_frame_scores
+    from models.anomaly.fit import extract_features
+    from models.anomaly.footage import find_clips
+    from pipeline.calibration import anomaly_parts, held_out_anomaly_parts, last_frame_window_scores
+    from pipeline.features.flow import borrow_first
+
+    config = Variant(pool="row", window=window, appearance_weight=1.0, appearance_pool="row", flow_first="next",
+                     appearance_frames="last").config()
+    package = load_package(fit_package(normal_dir, tmp_path / "last", seed=0, trunk=trunk, config=config))
+    m, state = package.manifest, package.shipped_state()
+    assert m.graph("anomaly").last_frame_only == ["c4"] and m.window_end_graphs() == {"trunk"} and state is not None
+    assert m.calibration is not None and m.calibration.params["appearance_frames"] == "last"
+    frames = _frames(ped2, "Test002", 100, 12)  # a cyclist crosses
+    engine = create_engine("onnxruntime", trunk, {})
+    c4 = engine.run({"frames": np.stack(frames)})["c4"]
+    flow = create_feature(m.runtime_features["flow"])
+    motion, appearance = anomaly_parts(c4, borrow_first(np.stack([flow(f) for f in frames])), state)
+    weights, scale = state["weights"], state["scale"][0]
+    _, want = last_appearance_scores(weights[0] * scale * motion, weights[1] * scale * appearance,
+                                     config.window_frames, config.frame_score)
+    live = score_frames(package, frames).frame_scores
+    np.testing.assert_allclose(live, want, rtol=1e-4, atol=1e-4)
+    every = live_frame_scores((weights[0] * motion + weights[1] * appearance).reshape(12, -1).max(axis=1) * scale,
+                              window)
+    assert np.abs(live - every).max() > 1e-3  # not the every-frame assembly
+    # the fitter's scale: 1.0 at the quantile of held-out normal windows scored with their last frame's appearance
+    features = extract_features(find_clips(normal_dir), trunk, config)
+    params = {**config.fit, "seed": 0}
+    motion_ho, appearance_ho = held_out_anomaly_parts(features[APPEARANCE], features[MOTION], params)
+    windows = last_frame_window_scores(weights[0] * motion_ho, weights[1] * appearance_ho, config.window_frames)
+    assert scale == pytest.approx(1.0 / np.quantile(windows, params["quantile"]), rel=1e-5)
+
+
 def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
         fitted: tuple[Path, Path], trunk: Path, ped2: Path, tmp_path: Path) -> None:
     """The shipped row memory is [h, K, C]; the same graph scores it as the per-cell repetition that

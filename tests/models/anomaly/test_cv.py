@@ -17,6 +17,7 @@ from models.anomaly.cv import (
     Variant,
     cross_validate,
     family,
+    last_appearance_scores,
     live_frame_scores,
     nested_cv,
     select_variant,
@@ -93,6 +94,25 @@ def test_live_frame_scores_match_the_runner_assembly() -> None:
     np.testing.assert_allclose(got, [1, 2, 3, 4, 5, 6, 7, 8, 8, 8])
 
 
+def test_last_appearance_scores_assemble_frames_as_the_runner() -> None:
+    """Frame i is read from the window starting at min(i, F - T); its maps add that window's last frame's
+    appearance to each frame's motion."""
+    rng = np.random.default_rng(1)
+    motion, appearance = rng.random((7, 2, 3), np.float32), rng.random((7, 2, 3), np.float32)
+    maps, peak = last_appearance_scores(motion, appearance, 3, "peak")
+    ends = [2, 3, 4, 5, 6, 6, 6]
+    np.testing.assert_allclose(maps, motion + appearance[ends])
+    np.testing.assert_allclose(peak, [(motion[i] + appearance[e]).max() for i, e in enumerate(ends)], rtol=1e-6)
+    _, window = last_appearance_scores(motion, appearance, 3, "window")
+    starts = [0, 1, 2, 3, 4, 4, 4]
+    want = [np.mean([(motion[k] + appearance[j + 2]).max() for k in range(j, j + 3)]) for j in starts]
+    np.testing.assert_allclose(window, want, rtol=1e-6)
+    # an appearance that never changes scores as every frame's own
+    still = np.repeat(appearance[:1], 7, axis=0)
+    _, same = last_appearance_scores(motion, still, 3, "peak")
+    np.testing.assert_allclose(same, live_frame_scores((motion + still).reshape(7, -1).max(axis=1), 1), rtol=1e-6)
+
+
 def test_grid_holds_the_current_design_and_runs_live() -> None:
     assert CURRENT in GRID and len(set(GRID)) == len(GRID)
     config = Variant(pool="row", flow_quantile=0.99, window=5, appearance_weight=0.0).config()
@@ -120,7 +140,7 @@ def test_bank_size_axis_multiplies_only_the_row_memory_variants() -> None:
     assert grid[:len(members)] == members  # size 64 first: rounds 1-5's grid, ties go to the smaller memory
     assert {v.bank_size for v in grid if v.appearance_pool == "cell"} == {64}
     assert {v.bank_size for v in grid if v.appearance_pool == "row"} == {64, 256, 1024}
-    big = replace(SHIPPED, flow_first="zero", bank_size=1024)
+    big = replace(SHIPPED, flow_first="zero", bank_size=1024, appearance_frames="all")
     assert big in grid and big.name == "all-row-q0.9-w1-a1-mrow-k1024" and big.config().fit["bank_size"] == 1024
     assert with_bank_sizes(members, (64,)) == members
     with pytest.raises(VidwatchError, match="positive sizes"):
@@ -217,6 +237,8 @@ def test_the_shipped_config_is_the_variant_cv_chose() -> None:
 
     assert SHIPPED.config() == AnomalyConfig()
     # round 3: the family's chosen design, its flow kept (medium@1), the first frame borrowing the second's flow
-    assert replace(SHIPPED, flow_first="zero") in family("perspective") and SHIPPED != CURRENT
+    assert replace(SHIPPED, flow_first="zero", appearance_frames="all") in family("perspective") and SHIPPED != CURRENT
     assert (SHIPPED.flow_preset, SHIPPED.flow_scale, SHIPPED.flow_first) == ("medium", 1.0, "next")
+    # round 7: windows read their last frame's appearance (the rule met under nested CV)
+    assert SHIPPED.appearance_frames == "last" and AnomalyConfig().fit["appearance_frames"] == "last"
     assert AnomalyConfig().flow_spec["first"] == "next" and "scale" not in AnomalyConfig().flow_spec
