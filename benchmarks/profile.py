@@ -19,6 +19,7 @@ import json
 import logging
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,20 @@ def build(int8: bool = True) -> dict[str, Path]:
     """``fight`` and ``anomaly-224`` packages (INT8 with ``int8``); skips what is up to date."""
     out = out_dir(int8)
     packages = {"fight": build_fight(int8), "anomaly-224": out / "anomaly-224"}
-    if not (packages["anomaly-224"] / "manifest.json").exists():
+    if not _fitted_with(packages["anomaly-224"], ANOMALY):
         fit_package(PED2 / "train", packages["anomaly-224"], seed=0, trunk=trunk_path(out, int8=int8),
                     name="anomaly-224", config=ANOMALY)
     return packages
+
+
+def _fitted_with(package: Path, config: AnomalyConfig) -> bool:
+    """Was ``package`` fitted with ``config`` (its manifest records it)? A package of another design, e.g.
+    from before a change of ``AnomalyConfig``'s defaults, is refitted rather than benched as if current."""
+    manifest = package / "manifest.json"
+    if not manifest.exists():
+        return False
+    recorded = json.loads(manifest.read_text()).get("metrics", {}).get("fit", {}).get("config")
+    return bool(recorded == json.loads(json.dumps(asdict(config))))
 
 
 def out_dir(int8: bool) -> Path:
