@@ -72,6 +72,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
         out.update(max_streams=s["max_streams"], p99_latency_s=at_max.get("p99_latency_s"),
                    drop_rate=at_max.get("drop_rate"), cpu_cores_at_max=at_max.get("cpu_cores_used"),
                    rss_mib_per_stream=s.get("rss_mib_per_stream"))
+        if "max_streams_headroom" in s:  # results from before the headroom figure lack it
+            roomy = s.get("at_max_headroom") or {}
+            out.update(max_streams_headroom=s["max_streams_headroom"], headroom_cores=s["headroom_cores"],
+                       cpu_cores_at_max_headroom=roomy.get("cpu_cores_used"))
     mx = report.get("mixed")
     if mx:
         at_max = mx.get("at_max") or {}
@@ -139,6 +143,9 @@ def markdown(r: dict[str, Any]) -> str:
                          f"{run['p99_latency_s']} | {run['windows_per_s']} | {run['cpu_cores_used']} | "
                          f"{run['cpu_per_stream']} | {run['rss_mib']} | {'yes' if run['passed'] else 'no'} |")
         lines += ["", f"**Max streams: {s['max_streams']}**", ""]
+        if "max_streams_headroom" in s:
+            lines += [f"**With CPU headroom** (passing and at most {s['headroom_cores']} cores busy): "
+                      f"**{s['max_streams_headroom']} streams**", ""]
         if s.get("at_max"):
             lines += ["Where the time goes at the maximum (busy seconds per second of wall time; "
                       "`batch_wait` is waiting, not CPU):", "", "| step | share of one core |", "|---|---|"]

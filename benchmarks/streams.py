@@ -52,6 +52,9 @@ WIDTH, HEIGHT, STREAM_FPS = 640, 360, 25
 RATE_MODEL = "fight"  # cameras sample at the rate this model was trained at (its manifest window.fps)
 WINDOWS_PER_S = 2.5  # per camera and model: the stride follows from the sampling rate
 MAX_DROP_RATE, MAX_P99_S = 0.01, 1.5
+# A maximum found at saturation is a lucky run on a shared box: the count that also leaves this share of the
+# machine's cores unused is reported beside it (issue 16: <= 1.8 of 2 cores).
+HEADROOM_SHARE = 0.9
 WORKERS = 2  # inference processes: one ORT thread each, cameras routed between them
 # Frames per inference run (the pipeline's default). ORT's CPU time per frame is flat from batch 8
 # to 32 (INT8 trunk + motion graph, one thread: 8.2-8.6 ms), but its memory arena grows with the
@@ -315,11 +318,16 @@ def run(quick: bool = False, counts: tuple[int, ...] | None = None, int8: bool =
     seconds = 20.0 if quick else 30.0
     results, best = search(counts, lambda n: run_streams(n, clip, models, seconds, tmp))
     shutil.rmtree(tmp, ignore_errors=True)
+    limit = round(HEADROOM_SHARE * (os.cpu_count() or 1), 2)
+    roomy = [r for r in results if r["passed"] and r["cpu_cores_used"] <= limit]
     return {
         "workload": workload(models, int8),
         "runs": results,
         "max_streams": best["streams"] if best else 0,
         "at_max": best,
+        "headroom_cores": limit,
+        "max_streams_headroom": roomy[-1]["streams"] if roomy else 0,  # passing and <= headroom_cores
+        "at_max_headroom": roomy[-1] if roomy else None,
         "rss_mib_per_stream": rss_per_stream(results),
         "machine": machine_info(),
     }
