@@ -129,7 +129,8 @@ def models_under_test(int8: bool = True) -> dict[str, dict[str, Any]]:
     tasks = {"fight": "action", "anomaly-224": "anomaly"}
     windows = {name: load_package(packages[name]).manifest.window for name in tasks}
     return {name: {"path": str(packages[name]), "task": task, "fps": windows[name].fps,
-                   "package_stride": windows[name].stride, "window_frames": windows[name].frames}
+                   "package_stride": windows[name].stride, "window_frames": windows[name].frames,
+                   "window_end_graphs": sorted(load_package(packages[name]).manifest.window_end_graphs())}
             for name, task in tasks.items()}
 
 
@@ -402,6 +403,9 @@ def per_frame_work(models: dict[str, dict[str, Any]], stride: int) -> str:
                          f"{stride} are in no window and not computed (no runtime features, no frame graphs)")
         else:
             parts.append(f"{name}: its {frames}-frame window >= stride {stride}, so every frame is computed")
+        if m.get("window_end_graphs"):  # read by windows for their last frame only (manifest last_frame_only)
+            parts[-1] += (f"; its {', '.join(m['window_end_graphs'])} graph runs only on the frame ending each "
+                          f"window (1 in {stride})")
     return "; ".join(parts)
 
 

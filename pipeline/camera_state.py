@@ -104,8 +104,8 @@ class CameraPackageState:
         self.frames, self.stride = frames, stride
         self.window_sources = sorted({s for g in m.window_graphs() for s in g.inputs.values()
                                       if not s.startswith("state.") and _is_frame_source(s, m)})
-        # Sources only the window's last frame's value of is read (outputs of m.window_end_graphs()): the
-        # ring holds SKIPPED for the other frames, whose frame graphs never ran (see plan_window_ends).
+        # Sources windows read for their last frame only (outputs of m.window_end_graphs()): the ring holds
+        # SKIPPED for the other frames, whose frame graphs never ran (see plan_window_ends).
         ends = m.window_end_graphs()
         self.end_sources = {s for s in self.window_sources if s.split(".", 1)[0] in ends}
         self.features: dict[str, FrameFeature] = {
