@@ -42,13 +42,7 @@ def last_frame_window_scores(motion: np.ndarray, appearance: np.ndarray, length:
     flat_appearance = appearance.reshape(f, -1)
     peaks = np.stack([(flat_motion[k:f - length + 1 + k] + flat_appearance[length - 1:]).max(axis=1)
                       for k in range(length)])  # [length, W]: frame k of each window with its last appearance
-    scores = peaks.mean(axis=0).astype(np.float32)
-    if segments is None:
-        return scores
-    inside = segments[length - 1:] == segments[:len(segments) - length + 1]
-    if not inside.any():
-        raise ValueError(f"no run of {length} consecutive frames to fit on (gaps split every run)")
-    return scores[inside]
+    return _inside_segments(peaks.mean(axis=0).astype(np.float32), length, segments)
 
 
 def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray | None = None) -> np.ndarray:
@@ -58,13 +52,17 @@ def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray |
         raise ValueError(f"need at least {length} frames to fit, got {frames.shape[0]}")
     csum = np.cumsum(frames.astype(np.float64), axis=0)
     csum = np.concatenate([np.zeros_like(csum[:1]), csum], axis=0)
-    means = ((csum[length:] - csum[:-length]) / length).astype(np.float32)
+    return _inside_segments(((csum[length:] - csum[:-length]) / length).astype(np.float32), length, segments)
+
+
+def _inside_segments(windows: np.ndarray, length: int, segments: np.ndarray | None) -> np.ndarray:
+    """The rows of ``windows`` (one per run of ``length`` consecutive frames) whose run lies in one segment."""
     if segments is None:
-        return means
+        return windows
     inside = segments[length - 1:] == segments[:len(segments) - length + 1]
     if not inside.any():
         raise ValueError(f"no run of {length} consecutive frames to fit on (gaps split every run)")
-    return means[inside]
+    return windows[inside]
 
 
 @FITTERS.register("window_gaussian")
