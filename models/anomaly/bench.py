@@ -1,6 +1,6 @@
 """Frames per second of an anomaly package through the live runner, on the cores this process has.
 
-    taskset -c 0 python -m models.anomaly.bench PACKAGE FRAME_DIR [--frames 300]
+    taskset -c 0 python -m models.anomaly.bench PACKAGE FRAME_DIR [--frames 300] [--stride 4]
     taskset -c 0 python -m models.anomaly.bench --flow PRESET[@SCALE][+FAR:ROWS] FRAME_DIR   # the flow alone
     taskset -c 0 python -m models.anomaly.bench --flow medium --size 224x224 FRAME_DIR   # at anomaly-224's input
 
@@ -24,14 +24,16 @@ from pipeline.modelpkg import load_package
 from pipeline.runner import FrameMeta, PackageRunner, Subscription
 
 
-def frames_per_second(package_dir: Path, clip: Path, count: int = 300, batch: int = 1) -> dict[str, object]:
+def frames_per_second(package_dir: Path, clip: Path, count: int = 300, batch: int = 1,
+                      stride: int | None = None) -> dict[str, object]:
+    """CPU and wall frames/s of one camera running the package with window ``stride`` (None: the package's)."""
     cv2.setNumThreads(1)
     package = load_package(package_dir)
     m = package.manifest
     frames = list(read_clip(clip, m.input.height, m.input.width))
     frames = [frames[i % len(frames)] for i in range(count)]
     runner = PackageRunner([package], engine_options={"intra_op_threads": 1})
-    runner.add_camera("bench", [Subscription(package.name)])
+    runner.add_camera("bench", [Subscription(package.name, stride=stride)])
     warmup = batch * max(1, -(-2 * m.window.frames // batch))
     for i in range(0, count, batch):
         if i == warmup:
@@ -72,6 +74,8 @@ def main() -> None:
     parser.add_argument("clip", type=Path)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--stride", type=int, default=None,
+                        help="window stride (default: the package's; the stream bench runs 4)")
     parser.add_argument("--flow", help="time only the flow feature: DIS preset[@scale][+far_preset:rows], "
                                        "e.g. fast@0.5 or ultrafast@1+medium:5")
     parser.add_argument("--size", default="240x360", help="with --flow: HEIGHTxWIDTH the frames are resized to "
@@ -87,7 +91,7 @@ def main() -> None:
         return
     if args.package is None:
         parser.error("PACKAGE is required unless --flow is given")
-    print(json.dumps(frames_per_second(args.package, args.clip, args.frames, args.batch)))
+    print(json.dumps(frames_per_second(args.package, args.clip, args.frames, args.batch, args.stride)))
 
 
 if __name__ == "__main__":
