@@ -136,7 +136,7 @@ class Manifest(_Frozen):
 
     def window_end_graphs(self) -> set[str]:
         """Frame graphs whose outputs only window graphs read, each through a ``last_frame_only`` input, and
-        that read nothing but the frames: they need running only on frames that end a window."""
+        that read nothing but the frames (and fitted state): they need running only on frames that end a window."""
         whole: set[str] = set()  # per-frame sources some graph reads for every frame
         last: set[str] = set()
         for graph in self.graphs:
