@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +92,8 @@ class PackageRunner:
                  skip_unread: bool = True) -> None:
         self.skip_unread = skip_unread  # False: compute every frame (tests compare the two)
         self.packages = {p.name: p for p in packages}
+        # per package: frame graphs that run only on frames ending a window (derived once, read per batch)
+        self._window_end = {p.name: p.manifest.window_end_graphs() for p in packages}
         self._engines: dict[str, Engine] = {}  # sha256 -> engine
         for package in packages:
             for graph in package.manifest.graphs:
@@ -168,31 +170,31 @@ class PackageRunner:
     def _plan_reads(self, package: ModelPackage, rows: list[int], metas: Sequence[FrameMeta],
                     gaps: Sequence[bool]) -> list[bool]:
         """Per row: will one of the package's windows (or its calibration) read the frame?"""
-        reads = [True] * len(rows)
         if not self.skip_unread:
-            return reads
-        by_camera: dict[str, list[int]] = {}
-        for i, row in enumerate(rows):
-            by_camera.setdefault(metas[row].camera, []).append(i)
-        for camera, indices in by_camera.items():
-            planned = self._cameras[camera][package.name].plan_reads([gaps[rows[i]] for i in indices])
-            for i, read in zip(indices, planned, strict=True):
-                reads[i] = read
-        return reads
+            return [True] * len(rows)
+        return self._plan_per_camera(package, rows, metas, gaps, CameraPackageState.plan_reads)
 
     def _plan_window_ends(self, package: ModelPackage, rows: list[int], metas: Sequence[FrameMeta],
                           gaps: Sequence[bool]) -> list[int]:
         """The ``rows`` that end one of their camera's windows: the only ones ``window_end_graphs`` run on."""
-        if not self.skip_unread or not package.manifest.window_end_graphs():
+        if not self.skip_unread or not self._window_end[package.name]:
             return rows
+        ends = self._plan_per_camera(package, rows, metas, gaps, CameraPackageState.plan_window_ends)
+        return [row for row, end in zip(rows, ends, strict=True) if end]
+
+    def _plan_per_camera(self, package: ModelPackage, rows: list[int], metas: Sequence[FrameMeta],
+                         gaps: Sequence[bool], plan: Callable[[CameraPackageState, list[bool]], list[bool]],
+                         ) -> list[bool]:
+        """Per row: what ``plan`` says of it, asked of each camera's state for its own rows' gap flags, in order."""
+        planned = [True] * len(rows)
         by_camera: dict[str, list[int]] = {}
-        for row in rows:
-            by_camera.setdefault(metas[row].camera, []).append(row)
-        ends: set[int] = set()
-        for camera, camera_rows in by_camera.items():
-            planned = self._cameras[camera][package.name].plan_window_ends([gaps[row] for row in camera_rows])
-            ends.update(row for row, end in zip(camera_rows, planned, strict=True) if end)
-        return [row for row in rows if row in ends]
+        for i, row in enumerate(rows):
+            by_camera.setdefault(metas[row].camera, []).append(i)
+        for camera, indices in by_camera.items():
+            flags = plan(self._cameras[camera][package.name], [gaps[rows[i]] for i in indices])
+            for i, flag in zip(indices, flags, strict=True):
+                planned[i] = flag
+        return planned
 
     def _package_frames(self, package: ModelPackage, frames: np.ndarray, rows: list[int]) -> np.ndarray:
         spec = package.manifest.input
@@ -230,7 +232,7 @@ class PackageRunner:
         rows it holds: ``rows``, or for ``window_end_graphs`` only those of ``rows`` in ``ends``."""
         values: dict[str, np.ndarray] = dict(features)
         out_rows: dict[str, list[int]] = dict.fromkeys(features, rows)
-        window_end, end_rows = package.manifest.window_end_graphs(), set(ends)
+        window_end, end_rows = self._window_end[package.name], set(ends)
         batches: dict[bool, np.ndarray] = {}
         for graph in package.manifest.frame_graphs():
             at_ends = graph.name in window_end
