@@ -127,10 +127,10 @@ def models_under_test(int8: bool = True) -> dict[str, dict[str, Any]]:
 
     packages = build(int8=int8)
     tasks = {"fight": "action", "anomaly-224": "anomaly"}
-    windows = {name: load_package(packages[name]).manifest.window for name in tasks}
-    return {name: {"path": str(packages[name]), "task": task, "fps": windows[name].fps,
-                   "package_stride": windows[name].stride, "window_frames": windows[name].frames,
-                   "window_end_graphs": sorted(load_package(packages[name]).manifest.window_end_graphs())}
+    manifests = {name: load_package(packages[name]).manifest for name in tasks}
+    return {name: {"path": str(packages[name]), "task": task, "fps": manifests[name].window.fps,
+                   "package_stride": manifests[name].window.stride, "window_frames": manifests[name].window.frames,
+                   "window_end_graphs": sorted(manifests[name].window_end_graphs())}
             for name, task in tasks.items()}
 
 

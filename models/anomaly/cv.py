@@ -43,6 +43,7 @@ from pipeline.calibration import (
     fit_motion_state,
     held_out_appearance,
     held_out_motion,
+    last_frame_window_scores,
     motion_map,
 )
 from pipeline.errors import VidwatchError
@@ -168,9 +169,7 @@ def last_appearance_scores(motion: np.ndarray, appearance: np.ndarray, window_fr
     maps = motion + appearance[starts + t - 1]
     if frame_score == "peak":
         return maps, maps.reshape(f, -1).max(axis=1).astype(np.float32)
-    window_scores = np.array([(motion[j:j + t] + appearance[j + t - 1]).reshape(t, -1).max(axis=1).mean()
-                              for j in range(f - t + 1)], np.float32)
-    return maps, window_scores[starts]
+    return maps, last_frame_window_scores(motion, appearance, t)[starts]  # each window's score, as the fitter's
 
 
 @dataclass
