@@ -45,6 +45,39 @@ def last_frame_window_scores(motion: np.ndarray, appearance: np.ndarray, length:
     return _inside_segments(peaks.mean(axis=0).astype(np.float32), length, segments)
 
 
+def persist_maps(maps: np.ndarray) -> np.ndarray:
+    """Temporal persistence inside each window, ``maps [..., T, h, w]`` -> the same shape.
+
+    A location keeps its anomaly only as far as a neighbouring frame of the window shows as much within
+    one cell of it: ``P_t = min(M_t, maxpool3x3(M_u))``, ``u = t + 1`` (``t - 1`` for the window's last
+    frame; a 1-frame window, itself). A mover crosses at most one 16-px cell per frame at surveillance
+    speeds, so an object's evidence survives, while a one-frame blip (a flow error on a walker, a brief
+    occlusion) does not (models/anomaly/README.md round 8, fit parameter ``persist``)."""
+    t = maps.shape[-3]
+    frames = np.arange(1, t + 1)
+    neighbour = np.take(maps, np.maximum(np.where(frames >= t, frames - 2, frames), 0), axis=-3)
+    padded = np.pad(neighbour, [(0, 0)] * (maps.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
+    h, w = maps.shape[-2:]
+    pooled = padded[..., :h, :w].copy()
+    for i, j in ((i, j) for i in range(3) for j in range(3) if i or j):
+        np.maximum(pooled, padded[..., i:i + h, j:j + w], out=pooled)
+    return np.minimum(maps, pooled)
+
+
+def window_stack(motion: np.ndarray, appearance: np.ndarray, length: int, appearance_frames: str = "all",
+                 starts: np.ndarray | None = None) -> np.ndarray:
+    """Maps ``[W, length, h, w]`` of the windows starting at ``starts`` (default: every run of ``length``
+    consecutive frames), each frame ``motion[k] + appearance[k]``, or with ``appearance_frames="last"``
+    ``motion[k] + appearance[window end]``; ``motion``/``appearance`` ``[F, h, w]``, weighted."""
+    f = len(motion)
+    if f < length:
+        raise ValueError(f"need at least {length} frames to fit, got {f}")
+    starts = np.arange(f - length + 1) if starts is None else starts
+    frames = starts[:, None] + np.arange(length)  # [W, length]
+    looks = frames[:, -1:] if appearance_frames == "last" else frames
+    return (motion[frames] + appearance[looks]).astype(np.float32)
+
+
 def sliding_window_means(frames: np.ndarray, length: int, segments: np.ndarray | None = None) -> np.ndarray:
     """Means of every run of ``length`` consecutive rows: ``[F, ...] -> [W, ...]``; ``W = F - length + 1``
     without ``segments``, else only the runs that lie inside one segment (never across a gap)."""
@@ -170,14 +203,18 @@ def appearance_map(c4: np.ndarray, state: Mapping[str, np.ndarray], chunk: int =
 FRAME_SCORES = ("peak", "window")
 
 
-def anomaly_window(maps: np.ndarray, scale: np.ndarray, frame_score: str = "peak") -> dict[str, np.ndarray]:
+def anomaly_window(maps: np.ndarray, scale: np.ndarray, frame_score: str = "peak",
+                   persist: bool = False) -> dict[str, np.ndarray]:
     """``maps [N, T, h, w]`` -> ``scores [N, 1]`` (mean over T of each frame's peak),
     ``frame_scores [N, T]`` and ``heatmap [N, h, w]`` (max over T), all scaled.
 
     ``frame_score="peak"``: each frame's own peak. ``"window"``: every frame of the window takes the
-    window's score (temporal smoothing: a frame then reads the mean of its peak and the next T-1)."""
+    window's score (temporal smoothing: a frame then reads the mean of its peak and the next T-1).
+    ``persist``: the maps pass :func:`persist_maps` first."""
     if frame_score not in FRAME_SCORES:
         raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
+    if persist:
+        maps = persist_maps(maps)
     peaks = maps.reshape(*maps.shape[:2], -1).max(axis=-1) * scale[0]
     scores = peaks.mean(axis=1, keepdims=True)
     frame_scores = np.repeat(scores, peaks.shape[1], axis=1) if frame_score == "window" else peaks
@@ -354,7 +391,12 @@ def anomaly_weights_scale(motion: np.ndarray, appearance: np.ndarray, window_fra
     weights = np.array([1.0 / _peak_quantile(motion, part_q),
                         float(params.get("appearance_weight", 0.5)) / _peak_quantile(appearance, part_q)],
                        np.float32)
-    if params.get("appearance_frames", "all") == "last":
+    if params.get("persist", False):
+        windows = persist_maps(window_stack(weights[0] * motion, weights[1] * appearance, window_frames,
+                                            str(params.get("appearance_frames", "all"))))
+        peaks = windows.reshape(*windows.shape[:2], -1).max(axis=-1)
+        window_scores = _inside_segments(peaks.mean(axis=1).astype(np.float32), window_frames, segments)
+    elif params.get("appearance_frames", "all") == "last":
         window_scores = last_frame_window_scores(weights[0] * motion, weights[1] * appearance, window_frames, segments)
     else:
         maps = weights[0] * motion + weights[1] * appearance

@@ -143,10 +143,14 @@ def _models_parsers(sub: Any) -> None:
     en.add_argument("--appearance-frames", default=None, choices=("all", "last"),
                     help="with --cv: each window frame's appearance, or only the window's last frame's (the trunk "
                          "then runs only on window ends; README round 7); default: the shipped package's")
+    en.add_argument("--persist", default=None, choices=("off", "on", "both"),
+                    help="with --cv: every variant without temporal persistence, with it, or each both ways (an "
+                         "axis the inner folds select; README round 8); default: the shipped package's")
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
                     else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache, a.family,
-                                                   a.flow, a.first_flow, a.bank_sizes, a.appearance_frames))
+                                                   a.flow, a.first_flow, a.bank_sizes, a.appearance_frames,
+                                                   a.persist))
 
     x = sub.add_parser("export", help="export a trained checkpoint to a model package")
     x.add_argument("checkpoint", type=Path)

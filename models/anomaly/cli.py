@@ -61,12 +61,14 @@ def evaluate(model: Path | None, data: Path, labels: Path, as_json: bool, out: P
 def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
                    cache: Path | None = None, family: str = "all", flow: str | None = None,
                    first_flow: str | None = None, bank_sizes: str | None = None,
-                   appearance_frames: str | None = None) -> int:
+                   appearance_frames: str | None = None, persist: str | None = None) -> int:
     """The nested leave-one-clip-out protocol of ``models.anomaly.cv`` within the design ``family``,
     every variant on the DIS flow ``flow`` (``PRESET[@SCALE][+FAR_PRESET:FAR_ROWS]``) and first-frame
     handling ``first_flow`` (None: the shipped package's, ``AnomalyConfig``), each row memory at every
     size of ``bank_sizes`` (``K[,K...]``; None: 64), windows reading the appearance of
-    ``appearance_frames`` (``all`` or ``last``; None: the shipped package's); prints the JSON report last."""
+    ``appearance_frames`` (``all`` or ``last``; None: the shipped package's), without or with temporal
+    persistence or both ways (``persist``: ``off``, ``on``, ``both``; None: the shipped package's); prints the
+    JSON report last."""
     from models.anomaly.cache import DEFAULT_CACHE
     from models.anomaly.cv import cross_validate as run
     from models.anomaly.fit import AnomalyConfig
@@ -84,7 +86,8 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
         trunk = trunk_path(MODELS_OUT, config.height, config.width)  # the one `make models` builds
         report = run(Path(normal), Path(data), Path(labels), out, trunk, Path(cache or DEFAULT_CACHE),
                      family_name=family, flow=flow_settings, bank_sizes=_bank_sizes_option(bank_sizes),
-                     appearance_frames=appearance_frames or str(config.fit.get("appearance_frames", "all")))
+                     appearance_frames=appearance_frames or str(config.fit.get("appearance_frames", "all")),
+                     persist=persist or ("on" if config.fit.get("persist", False) else "off"))
     except VidwatchError as exc:
         return _fail(exc)
     if not as_json:

@@ -45,6 +45,8 @@ from pipeline.calibration import (
     held_out_motion,
     last_frame_window_scores,
     motion_map,
+    persist_maps,
+    window_stack,
 )
 from pipeline.errors import VidwatchError
 from pipeline.features.flow import borrow_first
@@ -73,6 +75,9 @@ class Variant:
     # which frames' appearance a window reads: "all" (each frame its own), or "last" (every frame the window's
     # last frame's: the trunk runs only on window ends; round 7, --appearance-frames). Fixed per CV run.
     appearance_frames: str = "all"
+    # each frame's map keeps only what a neighbouring frame of its window shows within one cell
+    # (pipeline.calibration.persist_maps; round 8, --persist)
+    persist: bool = False
 
     @property
     def name(self) -> str:
@@ -87,6 +92,8 @@ class Variant:
             suffix += f"-first{self.flow_first}"
         if self.appearance_frames != "all":
             suffix += f"-app{self.appearance_frames}"
+        if self.persist:
+            suffix += "-persist"
         return f"{self.motion}-{self.pool}-q{self.flow_quantile:g}-w{self.window}-a{self.appearance_weight:g}{suffix}"
 
     def config(self) -> AnomalyConfig:
@@ -99,7 +106,8 @@ class Variant:
                              flow_far_rows=self.flow_far_rows, flow_far_preset=self.flow_far_preset,
                              fit={**base.fit, "pool": self.pool, "appearance_weight": self.appearance_weight,
                                   "motion_mode": self.motion, "appearance_pool": self.appearance_pool,
-                                  "bank_size": self.bank_size, "appearance_frames": self.appearance_frames})
+                                  "bank_size": self.bank_size, "appearance_frames": self.appearance_frames,
+                                  "persist": self.persist})
 
 
 # Alert window (frames averaged into the alert score) of variants whose frame score is the frame's own
@@ -172,6 +180,23 @@ def last_appearance_scores(motion: np.ndarray, appearance: np.ndarray, window_fr
     return maps, last_frame_window_scores(motion, appearance, t)[starts]  # each window's score, as the fitter's
 
 
+def persistent_scores(motion: np.ndarray, appearance: np.ndarray, window_frames: int, frame_score: str,
+                      appearance_frames: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame maps ``[F, h, w]`` and scores ``[F]`` as ``score_frames`` assembles them at stride 1 for a
+    package whose window graph applies persistence (fit parameter ``persist``): frame i is read from the
+    window starting at j = min(i, F - T), whose maps (with their appearance as ``appearance_frames`` says)
+    pass ``pipeline.calibration.persist_maps``; its score is its own peak there or the window's mean peak."""
+    f = len(motion)
+    t = min(window_frames, f)
+    starts = np.minimum(np.arange(f), f - t)
+    windows = persist_maps(window_stack(motion, appearance, t, appearance_frames, np.arange(f - t + 1)))
+    peaks = windows.reshape(*windows.shape[:2], -1).max(axis=-1)  # [W, T]
+    maps = windows[starts, np.arange(f) - starts]
+    if frame_score == "peak":
+        return maps, peaks[starts, np.arange(f) - starts].astype(np.float32)
+    return maps, peaks.mean(axis=1)[starts].astype(np.float32)
+
+
 @dataclass
 class VariantScores:
     """Out-of-sample scores of one variant: per-clip frame scores and per-frame heat maps."""
@@ -222,8 +247,16 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
                 continue
             weights, scale = anomaly_weights_scale(motion_ho, appearance_ho, v.config().window_frames,
                                                    {**fit_params, "appearance_weight": v.appearance_weight,
-                                                    "appearance_frames": v.appearance_frames})
-            if v.appearance_frames == "last":
+                                                    "appearance_frames": v.appearance_frames,
+                                                    "persist": v.persist})
+            if v.persist:
+                config_v = v.config()
+                held = {name: persistent_scores(weights[0] * scale[0] * m, weights[1] * scale[0] * a,
+                                                config_v.window_frames, config_v.frame_score, v.appearance_frames)
+                        for name, (m, a) in parts.items()}
+                maps = {name: mp for name, (mp, _) in held.items()}
+                scores = {name: sc for name, (_, sc) in held.items()}
+            elif v.appearance_frames == "last":
                 config_v = v.config()
                 last = {name: last_appearance_scores(weights[0] * scale[0] * m, weights[1] * scale[0] * a,
                                                      config_v.window_frames, config_v.frame_score)
@@ -262,6 +295,19 @@ def with_appearance_frames(variants: Sequence[Variant], frames: str) -> tuple[Va
     if frames not in APPEARANCE_FRAMES:
         raise VidwatchError(f"appearance frames {frames!r}: use one of {', '.join(APPEARANCE_FRAMES)}")
     return tuple(replace(v, appearance_frames=frames) for v in variants)
+
+
+def with_persist(variants: Sequence[Variant], persist: str) -> tuple[Variant, ...]:
+    """``variants`` without persistence (``off``), with it (``on``), or each both ways (``both``: the ones
+    without first, so a tie in selection goes to the simpler design)."""
+    if persist not in PERSIST_OPTIONS:
+        raise VidwatchError(f"persist {persist!r}: use one of {', '.join(PERSIST_OPTIONS)}")
+    off = tuple(replace(v, persist=False) for v in variants)
+    on = tuple(replace(v, persist=True) for v in variants)
+    return {"off": off, "on": on, "both": off + on}[persist]
+
+
+PERSIST_OPTIONS = ("off", "on", "both")
 
 
 def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,
@@ -361,18 +407,21 @@ def variant_table(results: Sequence[VariantScores], labels: Mapping[str, np.ndar
 def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
                    cache_dir: Path, variants: Sequence[Variant] = GRID, gallery_count: int = 6,
                    family_name: str = "all", flow: Mapping[str, Any] | None = None,
-                   bank_sizes: Sequence[int] = (64,), appearance_frames: str = "all") -> dict[str, Any]:
+                   bank_sizes: Sequence[int] = (64,), appearance_frames: str = "all",
+                   persist: str = "off") -> dict[str, Any]:
     """Run the protocol within the design family ``family_name`` of ``variants`` (their flow feature
     set by ``flow``: ``preset``, ``scale``, ``first``, see :func:`with_flow`; each row memory at every
     size of ``bank_sizes``, see :func:`with_bank_sizes`; every window reading the appearance of
-    ``appearance_frames``, see :func:`with_appearance_frames`); write ``cv.json``, ``cv.md``, out-of-fold
+    ``appearance_frames``, see :func:`with_appearance_frames`; with, without or both ways persistence as
+    ``persist`` says, see :func:`with_persist`); write ``cv.json``, ``cv.md``, out-of-fold
     plots and an error gallery to ``out``."""
     from models.anomaly.evaluate import read_labels
     from models.anomaly.footage import FootageError, find_clips
     from models.anomaly.gallery import error_gallery, plot_clip
 
-    variants = with_appearance_frames(
-        with_bank_sizes(with_flow(family(family_name, variants), **(flow or {})), bank_sizes), appearance_frames)
+    variants = with_persist(with_appearance_frames(
+        with_bank_sizes(with_flow(family(family_name, variants), **(flow or {})), bank_sizes), appearance_frames),
+        persist)
     if not variants:
         raise VidwatchError(f"design family {family_name!r} holds none of the {len(GRID)} grid variants given")
     labels = read_labels(labels_path)
@@ -417,9 +466,10 @@ def cross_validate(normal: Path, data: Path, labels_path: Path, out: Path, trunk
                     "false-alarm rate) chosen on the other clips, reported on the held-out clip; fitting on "
                     f"unlabelled normal footage only ({normal}); design family '{family_name}' "
                     f"({len(variants)} variants; row-memory bank sizes {sorted(set(bank_sizes))}; "
-                    f"appearance of {'each window frame' if appearance_frames == 'all' else 'the window last frame'})",
+                    f"appearance of {'each window frame' if appearance_frames == 'all' else 'the window last frame'}; "
+                    f"persistence {persist})",
         "family": family_name, "n_variants": len(variants), "bank_sizes": sorted(set(bank_sizes)),
-        "appearance_frames": appearance_frames,
+        "appearance_frames": appearance_frames, "persist": persist,
         "nested_cv": {k: v for k, v in cv.items() if k != "oof_scores"},
         "chosen_on_all_clips": results[final].variant.name,
         "chosen_config": asdict(results[final].variant),

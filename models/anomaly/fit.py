@@ -105,7 +105,8 @@ def fit_package(normal: Path, out: Path, seed: int = 0, trunk: Path | None = Non
                                        f"{2 * config.window_frames}")
         state = FITTERS.get(FITTER)(features, config.window_frames, {**config.fit, "seed": seed})
         scorer = export_scorer(Path(tmp) / "anomaly.onnx", state, config.window_frames,
-                               features[APPEARANCE].shape[1], config.grid, config.frame_score)
+                               features[APPEARANCE].shape[1], config.grid, config.frame_score,
+                               bool(config.fit.get("persist", False)))
         fit_info = {"clips": len(clips), "frames": len(features[APPEARANCE]), "seed": seed,
                     "seconds": round(time.perf_counter() - started, 1)}
         write_package(out, _graphs(trunk, scorer, config), state,

@@ -29,13 +29,15 @@ class WindowScorer(nn.Module):
     declared ``last_frame_only``): its appearance map then adds to each frame's motion map.
 
     ``frame_score``: ``"peak"`` (each frame's own peak) or ``"window"`` (each frame takes the window
-    mean: temporal smoothing), as in ``pipeline.calibration.anomaly_window``."""
+    mean: temporal smoothing), as in ``pipeline.calibration.anomaly_window``. ``persist``: each frame's
+    map keeps only what a neighbouring frame shows within one cell (``pipeline.calibration.persist_maps``)."""
 
-    def __init__(self, frame_score: str = "peak") -> None:
+    def __init__(self, frame_score: str = "peak", persist: bool = False) -> None:
         super().__init__()
         if frame_score not in FRAME_SCORES:
             raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
         self.frame_score = frame_score
+        self.persist = persist
 
     def forward(self, c4: torch.Tensor, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
                 flow_lower: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
@@ -48,6 +50,15 @@ class WindowScorer(nn.Module):
         d2 = (q * q).sum(-1, keepdim=True) - 2 * torch.bmm(q, bank.transpose(1, 2)) + bank_sq.unsqueeze(1)
         appearance = d2.amin(dim=-1).clamp_min(0).sqrt().reshape(h * w, n * t).permute(1, 0).reshape(n, t, h, w)
         maps = weights[0] * motion + weights[1] * appearance  # c4's T may be 1: broadcast over flow's T
+        if self.persist:  # the next frame's map (the previous one's for the last frame), max-pooled 3x3
+            frames = torch.ones_like(maps[0, :, 0, 0], dtype=torch.long).cumsum(0)  # 1..T, traced with T dynamic
+            t_last = frames[-1:]
+            neighbour = torch.where(frames >= t_last, frames - 2, frames).clamp_min(0)  # a 1-frame window: itself
+            padded = nn.functional.pad(maps.index_select(1, neighbour), (1, 1, 1, 1), value=float("-inf"))
+            pooled = padded[:, :, :h, :w]  # a 3x3 max as shifted slices: ONNX MaxPool rejects this graph's ranks
+            for i, j in ((i, j) for i in range(3) for j in range(3) if i or j):
+                pooled = torch.maximum(pooled, padded[:, :, i:i + h, j:j + w])
+            maps = torch.minimum(maps, pooled)
         peaks = maps.flatten(2).amax(dim=-1) * scale[0]
         scores = peaks.mean(dim=1, keepdim=True)
         frame_scores = scores.expand_as(peaks) * 1.0 if self.frame_score == "window" else peaks
@@ -55,7 +66,7 @@ class WindowScorer(nn.Module):
 
 
 def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_frames: int,
-                  channels: int, grid: tuple[int, int], frame_score: str = "peak") -> Path:
+                  channels: int, grid: tuple[int, int], frame_score: str = "peak", persist: bool = False) -> Path:
     """Export the window graph for a ``grid`` of cells; N, T and the bank's shape ``[B, M, C]`` stay dynamic
     (B: ``h*w`` memories per cell or ``h`` per row; M: live calibration on a short clip keeps fewer)."""
     h, w = grid
@@ -64,4 +75,5 @@ def export_scorer(path: Path, state: dict[str, torch.Tensor] | dict, window_fram
     dynamic = {"c4": {0: "n", 1: "t"}, "flow": {0: "n", 1: "t"}, "bank": {0: "b", 1: "m"}, "bank_sq": {0: "b", 1: "m"},
                "scores": {0: "n"},
                "frame_scores": {0: "n", 1: "t"}, "heatmap": {0: "n"}}
-    return export_onnx(WindowScorer(frame_score), example, path, ["c4", "flow", *STATE_INPUTS], list(OUTPUTS), dynamic)
+    return export_onnx(WindowScorer(frame_score, persist), example, path, ["c4", "flow", *STATE_INPUTS],
+                       list(OUTPUTS), dynamic)
