@@ -18,7 +18,9 @@ from pipeline.calibration import (
     flow_statistics,
     last_frame_window_scores,
     motion_state,
+    persist_maps,
     sliding_window_means,
+    window_stack,
 )
 from pipeline.features import create_feature
 
@@ -137,3 +139,33 @@ def test_last_frame_window_scores_pair_each_frame_motion_with_the_window_last_ap
     inside = [j for j in range(10) if segments[j] == segments[j + 2]]
     np.testing.assert_allclose(last_frame_window_scores(motion, appearance, 3, segments), np.array(want)[inside],
                                rtol=1e-6)
+
+
+def test_persistence_keeps_a_mover_and_drops_a_one_frame_blip() -> None:
+    maps = np.zeros((1, 3, 6, 6), np.float32)
+    for t in range(3):  # an object moving one cell a frame
+        maps[0, t, 2, 1 + t] = 4.0
+    maps[0, 1, 5, 5] = 9.0  # a blip in the middle frame only
+    kept = persist_maps(maps)
+    assert [kept[0, t, 2, 1 + t] for t in range(3)] == [4.0, 4.0, 4.0]
+    assert kept[0, 1, 5, 5] == 0.0 and kept.max() == 4.0
+    # a weaker confirmation caps the level; two cells away is no confirmation
+    maps[0, 1, 2, 2] = 2.0
+    assert persist_maps(maps)[0, 0, 2, 1] == 2.0
+    far = np.zeros((1, 2, 6, 6), np.float32)
+    far[0, 0, 0, 0], far[0, 1, 0, 2] = 5.0, 5.0
+    assert persist_maps(far).max() == 0.0
+    # a one-frame window has nothing to confirm it: unchanged
+    np.testing.assert_array_equal(persist_maps(maps[:, :1]), maps[:, :1])
+
+
+def test_window_stack_reads_each_frame_or_the_window_last_appearance() -> None:
+    rng = np.random.default_rng(0)
+    motion, appearance = rng.random((6, 2, 3), np.float32), rng.random((6, 2, 3), np.float32)
+    every, last = window_stack(motion, appearance, 3), window_stack(motion, appearance, 3, "last")
+    assert every.shape == last.shape == (4, 3, 2, 3)
+    np.testing.assert_allclose(every[1, 2], motion[3] + appearance[3])
+    np.testing.assert_allclose(last[1, 0], motion[1] + appearance[3])
+    # without persistence the last-appearance windows score as last_frame_window_scores
+    np.testing.assert_allclose(last.reshape(4, 3, -1).max(-1).mean(1),
+                               last_frame_window_scores(motion, appearance, 3), rtol=1e-6)

@@ -292,6 +292,52 @@ def test_last_frame_appearance_scores_live_as_in_the_cv(normal_dir: Path, trunk:
     assert scale == pytest.approx(1.0 / np.quantile(windows, params["quantile"]), rel=1e-5)
 
 
+@pytest.mark.parametrize("window", [1, 5])
+def test_persistent_scores_live_as_in_the_cv(normal_dir: Path, trunk: Path, ped2: Path, tmp_path: Path,
+                                             window: int) -> None:
+    """persist (round 8): the window graph keeps what a neighbouring frame confirms; through the runner every
+    frame scores as the CV assembles it (``cv.persistent_scores``), the graph equals the numpy reference,
+    the fitter puts 1.0 at the quantile of normal windows scored that way, and a camera calibrates it live."""
+    from models.anomaly.cv import Variant, last_appearance_scores, persistent_scores
+    from models.anomaly.fit import extract_features
+    from models.anomaly.footage import find_clips
+    from pipeline.calibration import anomaly_parts, held_out_anomaly_parts, persist_maps, window_stack
+    from pipeline.features.flow import borrow_first
+
+    config = Variant(pool="row", window=window, appearance_weight=1.0, appearance_pool="row", flow_first="next",
+                     appearance_frames="last", persist=True).config()
+    package = load_package(fit_package(normal_dir, tmp_path / "persist", seed=0, trunk=trunk, config=config))
+    m, state = package.manifest, package.shipped_state()
+    assert m.calibration is not None and m.calibration.params["persist"] is True and state is not None
+    frames = _frames(ped2, "Test002", 100, 12)  # a cyclist crosses
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+    flow = create_feature(m.runtime_features["flow"])
+    motion, appearance = anomaly_parts(c4, borrow_first(np.stack([flow(f) for f in frames])), state)
+    weights, scale = state["weights"], state["scale"][0]
+    parts = (weights[0] * scale * motion, weights[1] * scale * appearance)
+    _, want = persistent_scores(*parts, config.window_frames, config.frame_score, "last")
+    live = score_frames(package, frames).frame_scores
+    np.testing.assert_allclose(live, want, rtol=1e-4, atol=1e-4)
+    _, plain = last_appearance_scores(*parts, config.window_frames, config.frame_score)
+    assert (live <= plain + 1e-4).all() and np.abs(live - plain).max() > 1e-3  # persistence only lowers
+    # the graph alone against the numpy reference, one window
+    t = config.window_frames
+    graph = create_engine("onnxruntime", package.graph_path(m.graph("anomaly")), {})
+    flows = borrow_first(np.stack([flow(f) for f in frames]))  # a fresh feature: the same run again
+    got = graph.run({"c4": c4[t - 1:t][None], "flow": flows[:t][None], **{k: state[k] for k in STATE_INPUTS}})
+    maps = persist_maps(window_stack(weights[0] * motion, weights[1] * appearance, t, "last", np.array([0])))
+    np.testing.assert_allclose(got["heatmap"], maps.max(axis=1) * scale, rtol=1e-4, atol=1e-4)
+    # the fitter's scale: 1.0 at the quantile of held-out normal windows scored with persistence
+    features = extract_features(find_clips(normal_dir), trunk, config)
+    params = {**config.fit, "seed": 0}
+    motion_ho, appearance_ho = held_out_anomaly_parts(features[APPEARANCE], features[MOTION], params)
+    windows = persist_maps(window_stack(weights[0] * motion_ho, weights[1] * appearance_ho, t, "last"))
+    assert scale == pytest.approx(1.0 / np.quantile(windows.reshape(*windows.shape[:2], -1).max(-1).mean(1),
+                                                    params["quantile"]), rel=1e-5)
+    results, fitted_state = _calibrate_live(package, _frames(ped2, "Test001", 0, 30))
+    assert fitted_state is not None and results and all(np.isfinite(r.scores).all() for r in results)
+
+
 def test_row_memory_is_stored_once_and_the_graph_also_takes_the_repeated_layout(
         fitted: tuple[Path, Path], trunk: Path, ped2: Path, tmp_path: Path) -> None:
     """The shipped row memory is [h, K, C]; the same graph scores it as the per-cell repetition that
