@@ -54,7 +54,8 @@ class AnomalyConfig:
         "var_floor": 0.01, "part_quantile": 0.99, "quantile": 0.995, "pool": "row", "motion_mode": "all",
         "appearance_pool": "row",  # perspective-aware (per image row), chosen in the a-priori family (README)
         "bank_rows": True,  # a row memory stored once per row, [h, M, C] (README round 6)
-        "appearance_frames": "last"})  # windows read their last frame's appearance only (README round 7)
+        "appearance_frames": "last",  # windows read their last frame's appearance only (README round 7)
+        "persist": False})  # temporal persistence in the window graph: its rule was not met (README round 8)
 
     @property
     def flow_spec(self) -> dict[str, Any]:

@@ -20,9 +20,11 @@ from models.anomaly.cv import (
     last_appearance_scores,
     live_frame_scores,
     nested_cv,
+    persistent_scores,
     select_variant,
     with_bank_sizes,
     with_flow,
+    with_persist,
     youden_threshold,
 )
 from models.anomaly.evaluate import read_labels
@@ -111,6 +113,44 @@ def test_last_appearance_scores_assemble_frames_as_the_runner() -> None:
     still = np.repeat(appearance[:1], 7, axis=0)
     _, same = last_appearance_scores(motion, still, 3, "peak")
     np.testing.assert_allclose(same, live_frame_scores((motion + still).reshape(7, -1).max(axis=1), 1), rtol=1e-6)
+
+
+def test_persistent_scores_assemble_frames_as_the_runner() -> None:
+    """Frame i is read from the window starting at min(i, F - T); persistence runs on that window's maps, so
+    frame i is checked against frame i + 1 (the clip's last frame against the one before it)."""
+    rng = np.random.default_rng(2)
+    motion, appearance = rng.random((7, 3, 3), np.float32), rng.random((7, 3, 3), np.float32)
+    maps, peak = persistent_scores(motion, appearance, 3, "peak", "all")
+    every = motion + appearance
+
+    def pooled(m: np.ndarray) -> np.ndarray:
+        padded = np.pad(m, 1, constant_values=-np.inf)
+        return np.max([padded[i:i + 3, j:j + 3] for i in range(3) for j in range(3)], axis=0)
+
+    neighbours = [1, 2, 3, 4, 5, 6, 5]
+    want = np.stack([np.minimum(every[i], pooled(every[n])) for i, n in enumerate(neighbours)])
+    np.testing.assert_allclose(maps, want, rtol=1e-6)
+    np.testing.assert_allclose(peak, want.reshape(7, -1).max(axis=1), rtol=1e-6)
+    _, window = persistent_scores(motion, appearance, 3, "window", "all")
+    starts = [0, 1, 2, 3, 4, 4, 4]
+    windows = [[np.minimum(every[k], pooled(every[k + 1 if k < j + 2 else k - 1])).max() for k in range(j, j + 3)]
+               for j in starts]
+    np.testing.assert_allclose(window, np.mean(windows, axis=1), rtol=1e-6)
+    # with the window's last appearance: frame 0's window ends at frame 2
+    last, _ = persistent_scores(motion, appearance, 3, "peak", "last")
+    np.testing.assert_allclose(last[0], np.minimum(motion[0] + appearance[2], pooled(motion[1] + appearance[2])))
+
+
+def test_persistence_axis_doubles_the_grid_without_first() -> None:
+    members = family("perspective")
+    both = with_persist(members, "both")
+    assert len(both) == 2 * len(members) and both[:len(members)] == members  # a tie goes to the simpler design
+    assert all(v.persist for v in both[len(members):]) and with_persist(members, "off") == members
+    on = replace(SHIPPED, persist=True)
+    assert on.name.endswith("-persist") and on.config().fit["persist"] is True
+    assert SHIPPED.config().fit["persist"] is False
+    with pytest.raises(VidwatchError, match="persist 'yes'"):
+        with_persist(members, "yes")
 
 
 def test_grid_holds_the_current_design_and_runs_live() -> None:
@@ -242,3 +282,5 @@ def test_the_shipped_config_is_the_variant_cv_chose() -> None:
     # round 7: windows read their last frame's appearance (the rule met under nested CV)
     assert SHIPPED.appearance_frames == "last" and AnomalyConfig().fit["appearance_frames"] == "last"
     assert AnomalyConfig().flow_spec["first"] == "next" and "scale" not in AnomalyConfig().flow_spec
+    # round 8: temporal persistence did not meet its rule, so it stays off
+    assert not SHIPPED.persist and AnomalyConfig().fit["persist"] is False
