@@ -249,20 +249,11 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
                                                    {**fit_params, "appearance_weight": v.appearance_weight,
                                                     "appearance_frames": v.appearance_frames,
                                                     "persist": v.persist})
-            if v.persist:
-                config_v = v.config()
-                held = {name: persistent_scores(weights[0] * scale[0] * m, weights[1] * scale[0] * a,
-                                                config_v.window_frames, config_v.frame_score, v.appearance_frames)
-                        for name, (m, a) in parts.items()}
-                maps = {name: mp for name, (mp, _) in held.items()}
-                scores = {name: sc for name, (_, sc) in held.items()}
-            elif v.appearance_frames == "last":
-                config_v = v.config()
-                last = {name: last_appearance_scores(weights[0] * scale[0] * m, weights[1] * scale[0] * a,
-                                                     config_v.window_frames, config_v.frame_score)
-                        for name, (m, a) in parts.items()}
-                maps = {name: mp for name, (mp, _) in last.items()}
-                scores = {name: sc for name, (_, sc) in last.items()}
+            if v.persist or v.appearance_frames == "last":  # frames assembled per window, as the graph does
+                assembled = {name: _window_assembled(v, weights[0] * scale[0] * m, weights[1] * scale[0] * a)
+                             for name, (m, a) in parts.items()}
+                maps = {name: mp for name, (mp, _) in assembled.items()}
+                scores = {name: sc for name, (_, sc) in assembled.items()}
             else:
                 maps = {name: (weights[0] * m + weights[1] * a) * scale[0] for name, (m, a) in parts.items()}
                 scores = {name: live_frame_scores(mp.reshape(len(mp), -1).max(axis=1), v.window)
@@ -270,6 +261,15 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
             out.append(VariantScores(v, scores, maps))
     order = {v: i for i, v in enumerate(variants)}
     return sorted(out, key=lambda s: order[s.variant])
+
+
+def _window_assembled(v: Variant, motion: np.ndarray, appearance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame maps and scores of a variant whose window graph assembles its frames per window (persistence,
+    or every frame with the window's last appearance); ``motion``/``appearance`` weighted and scaled."""
+    config = v.config()
+    if v.persist:
+        return persistent_scores(motion, appearance, config.window_frames, config.frame_score, v.appearance_frames)
+    return last_appearance_scores(motion, appearance, config.window_frames, config.frame_score)
 
 
 def _fit_key(v: Variant) -> tuple[str, int, str, str, float, str, float, str, int, str]:
@@ -297,6 +297,9 @@ def with_appearance_frames(variants: Sequence[Variant], frames: str) -> tuple[Va
     return tuple(replace(v, appearance_frames=frames) for v in variants)
 
 
+PERSIST_OPTIONS = ("off", "on", "both")
+
+
 def with_persist(variants: Sequence[Variant], persist: str) -> tuple[Variant, ...]:
     """``variants`` without persistence (``off``), with it (``on``), or each both ways (``both``: the ones
     without first, so a tie in selection goes to the simpler design)."""
@@ -305,9 +308,6 @@ def with_persist(variants: Sequence[Variant], persist: str) -> tuple[Variant, ..
     off = tuple(replace(v, persist=False) for v in variants)
     on = tuple(replace(v, persist=True) for v in variants)
     return {"off": off, "on": on, "both": off + on}[persist]
-
-
-PERSIST_OPTIONS = ("off", "on", "both")
 
 
 def with_flow(variants: Sequence[Variant], preset: str | None = None, scale: float | None = None,

@@ -325,8 +325,11 @@ def test_persistent_scores_live_as_in_the_cv(normal_dir: Path, trunk: Path, ped2
     graph = create_engine("onnxruntime", package.graph_path(m.graph("anomaly")), {})
     flows = borrow_first(np.stack([flow(f) for f in frames]))  # a fresh feature: the same run again
     got = graph.run({"c4": c4[t - 1:t][None], "flow": flows[:t][None], **{k: state[k] for k in STATE_INPUTS}})
-    maps = persist_maps(window_stack(weights[0] * motion, weights[1] * appearance, t, "last", np.array([0])))
-    np.testing.assert_allclose(got["heatmap"], maps.max(axis=1) * scale, rtol=1e-4, atol=1e-4)
+    maps = window_stack(weights[0] * motion, weights[1] * appearance, t, "last", np.array([0]))
+    reference = anomaly_window(maps, state["scale"], config.frame_score, persist=True)
+    for name in OUTPUTS:
+        np.testing.assert_allclose(got[name], reference[name], rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(reference["heatmap"], persist_maps(maps).max(axis=1) * scale, rtol=1e-6)
     # the fitter's scale: 1.0 at the quantile of held-out normal windows scored with persistence
     features = extract_features(find_clips(normal_dir), trunk, config)
     params = {**config.fit, "seed": 0}
