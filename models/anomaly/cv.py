@@ -351,21 +351,35 @@ def select_variant(variant_scores: Sequence[Mapping[str, np.ndarray]], labels: M
 
 
 def nested_cv(variant_scores: Sequence[Mapping[str, np.ndarray]], labels: Mapping[str, np.ndarray],
-              select: Selector = select_variant) -> dict[str, Any]:
-    """Leave-one-clip-out: per held-out clip, variant and threshold chosen on the others only."""
+              select: Selector = select_variant, extra_scores: Sequence[Mapping[str, np.ndarray]] | None = None,
+              extra_labels: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Leave-one-clip-out: per held-out clip, variant and threshold chosen on the others only.
+
+    ``extra_scores``/``extra_labels``: labelled clips that are never held out and join every fold's
+    selection set (the far-field probe, ``models.anomaly.probe``: synthetic movers in normal footage
+    nothing was fitted on); their names must differ from ``labels``'."""
     clips = sorted(labels)
+    extra_labels = dict(extra_labels or {})
+    if set(extra_labels) & set(clips):
+        raise VidwatchError(f"clip(s) {', '.join(sorted(set(extra_labels) & set(clips)))} are both held out and "
+                            f"extra selection clips; give the extra clips other names")
+    extras = list(extra_scores) if extra_scores is not None else [{} for _ in variant_scores]
     folds: list[dict[str, Any]] = []
     oof: dict[str, np.ndarray] = {}
     alarms: dict[str, np.ndarray] = {}
     for held in clips:
         inner = [c for c in clips if c != held]
-        chosen = select([{c: s[c] for c in inner} for s in variant_scores], {c: labels[c] for c in inner}, inner)
-        inner_scores = np.concatenate([variant_scores[chosen][c] for c in inner])
-        threshold = youden_threshold(inner_scores, np.concatenate([labels[c] for c in inner]))
+        selection = inner + sorted(extra_labels)
+        inner_labels = {**{c: labels[c] for c in inner}, **extra_labels}
+        chosen = select([{**{c: s[c] for c in inner}, **{c: e[c] for c in extra_labels}}
+                         for s, e in zip(variant_scores, extras, strict=True)], inner_labels, selection)
+        chosen_scores = {**variant_scores[chosen], **extras[chosen]}
+        threshold = youden_threshold(np.concatenate([chosen_scores[c] for c in selection]),
+                                     np.concatenate([inner_labels[c] for c in selection]))
         oof[held] = variant_scores[chosen][held]
         alarms[held] = oof[held] > threshold
         folds.append({"held_out": held, "variant": chosen, "threshold": round(threshold, 4),
-                      "inner_auc": round(pooled_auc(variant_scores[chosen], labels, inner), 4),
+                      "inner_auc": round(pooled_auc(chosen_scores, inner_labels, selection), 4),
                       "held_out_auc": _clip_auc(oof[held], labels[held])})
     return {"folds": folds, "oof_scores": oof, **summary(oof, labels, alarms)}
 

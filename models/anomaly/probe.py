@@ -292,7 +292,7 @@ def choose_index(aucs: Sequence[float], tie: float = TIE) -> int:
 def probe_report(normal: Path, data: Path, labels_path: Path, out: Path, trunk: Path,
                  cache_dir: Path = DEFAULT_CACHE, variants: Sequence[Any] | None = None) -> dict[str, Any]:
     """Build the probe, choose the design on it, report the chosen design on the labelled test clips."""
-    from models.anomaly.cv import SHIPPED, pooled_auc, score_variants, summary
+    from models.anomaly.cv import SHIPPED, nested_cv, pooled_auc, score_variants, select_variant, summary
     from models.anomaly.evaluate import read_labels
 
     started = time.perf_counter()
@@ -326,6 +326,14 @@ def probe_report(normal: Path, data: Path, labels_path: Path, out: Path, trunk: 
                                                               [n for n in names if f"-{kind}-" in n]), 4)
                         for kind in KINDS},
                      "test_pooled_auc": s["pooled_auc"], "test_clip_auc_min": s["clip_auc_min"]})
+    # round 10: nested leave-one-test-clip-out, every fold choosing on its other test clips and the probe
+    nested = nested_cv([t.scores for t in test], test_labels, extra_scores=[p.scores for p in probe],
+                       extra_labels=probe_labels)
+    for fold in nested["folds"]:
+        fold["variant"] = variants[fold["variant"]].name
+    union_labels = {**test_labels, **probe_labels}
+    with_probe = select_variant([{**t.scores, **p.scores} for t, p in zip(test, probe, strict=True)], union_labels,
+                                sorted(union_labels))
     from scipy.stats import spearmanr
 
     rank = spearmanr([r["probe_auc"] for r in rows], [r["test_pooled_auc"] for r in rows])
@@ -343,6 +351,10 @@ def probe_report(normal: Path, data: Path, labels_path: Path, out: Path, trunk: 
         "shipped_probe_auc": None if shipped is None else round(aucs[shipped], 4),
         "shipped_on_test": None if shipped is None else summary(test[shipped].scores, test_labels),
         "spearman_probe_vs_test": round(float(rank.correlation), 3),
+        "nested_with_probe": {k: v for k, v in nested.items() if k != "oof_scores"},
+        "chosen_with_probe": variants[with_probe].name, "chosen_with_probe_config": asdict(variants[with_probe]),
+        "chosen_with_probe_probe_auc": round(aucs[with_probe], 4),
+        "chosen_with_probe_on_test": summary(test[with_probe].scores, test_labels),  # in-sample: chosen on them too
         "variants": rows, "seconds": round(time.perf_counter() - started, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -361,16 +373,31 @@ def markdown(report: Mapping[str, Any]) -> str:
         return (f"| {label} | `{name}` | {probe_auc} | {s['pooled_auc']} | {per_clip} | {s['clip_auc_min']} | "
                 f"{s['recall']} / {s['false_alarm_rate']} |")
 
+    header = ["| | variant | probe AUC | test pooled AUC | test per clip | test worst clip | recall / false alarms @1 "
+              "|",
+              "|---|---|---|---|---|---|---|"]
     lines = [f"Protocol: {report['protocol']}.", "",
              f"Perspective: height = {report['probe']['perspective']['a']:.3f} × (foot row − "
              f"{report['probe']['perspective']['horizon']:.1f}); normal walking speed "
              f"{report['probe']['walking_speed_heights_per_frame']} body heights per frame.", "",
-             "| | variant | probe AUC | test pooled AUC | test per clip | test worst clip | recall / false alarms @1 |",
-             "|---|---|---|---|---|---|---|",
+             *header,
              line("chosen by the probe", report["chosen"], report["chosen_probe_auc"], chosen),
              line("shipped", report["shipped"], report["shipped_probe_auc"], shipped), "",
              f"Rank correlation (Spearman) of probe AUC and test pooled AUC over the variants: "
-             f"{report['spearman_probe_vs_test']}.", "",
+             f"{report['spearman_probe_vs_test']}.", ""]
+    nested = report["nested_with_probe"]
+    lines += ["Nested leave-one-test-clip-out, each fold choosing variant and threshold on its other test clips "
+              "and the probe clips (pooled frame AUC; max recall - false-alarm rate):", "",
+              f"**Out of fold on the test clips: pooled frame AUC {nested['pooled_auc']}, per clip "
+              f"{nested['clip_auc_mean']} ± {nested['clip_auc_std']} (min {nested['clip_auc_min']}), recall "
+              f"{nested['recall']}, false alarms {nested['false_alarm_rate']} at the fold thresholds.**", "",
+              "| held-out clip | chosen on the other clips and the probe | threshold | selection AUC | held-out AUC |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {f['held_out']} | {f['variant']} | {f['threshold']} | {f['inner_auc']} | {f['held_out_auc']} |"
+              for f in nested["folds"]]
+    lines += ["", header[0], header[1],
+              line("chosen on all test clips and the probe (test figures in-sample)", report["chosen_with_probe"],
+                   report["chosen_with_probe_probe_auc"], report["chosen_with_probe_on_test"]), "",
              "| variant | probe AUC | cross | approach | test pooled AUC | test worst clip |",
              "|---|---|---|---|---|---|"]
     for r in sorted(report["variants"], key=lambda r: -r["probe_auc"]):

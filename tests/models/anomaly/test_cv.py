@@ -78,6 +78,29 @@ def test_selector_only_receives_inner_clips() -> None:
         assert fold["held_out"] not in score_clips | label_clips
 
 
+def test_extra_selection_clips_join_every_fold_but_are_never_held_out() -> None:
+    scores, labels = _two_variants()
+    rng = np.random.default_rng(1)
+    extra_labels = {"probe": _clip(rng, 0.0, 2000)[1]}
+    # variant 0 separates the larger probe clip perfectly, variant 1 not at all: it outweighs B and C
+    extras = [{"probe": extra_labels["probe"] * 10.0 + rng.normal(0, 0.1, 2000)}, {"probe": rng.normal(0, 1, 2000)}]
+    seen: list[list[str]] = []
+
+    def spy(variant_scores, inner_labels, clips):  # type: ignore[no-untyped-def]
+        seen.append(list(clips))
+        return select_variant(variant_scores, inner_labels, clips)
+
+    cv = nested_cv(scores, labels, select=spy, extra_scores=extras, extra_labels=extra_labels)
+    assert [f["held_out"] for f in cv["folds"]] == ["A", "B", "C"]
+    for clips, fold in zip(seen, cv["folds"], strict=True):
+        assert "probe" in clips and fold["held_out"] not in clips
+    fold_a = next(f for f in cv["folds"] if f["held_out"] == "A")
+    assert fold_a["variant"] == 0  # without the probe, B and C alone choose variant 1 (see above)
+    np.testing.assert_array_equal(cv["oof_scores"]["A"], scores[0]["A"])
+    with pytest.raises(VidwatchError, match="both held out and extra"):
+        nested_cv(scores, labels, extra_scores=[{"A": s["A"]} for s in scores], extra_labels={"A": labels["A"]})
+
+
 def test_threshold_comes_from_inner_clips() -> None:
     scores, labels = _two_variants()
     cv = nested_cv(scores, labels)
