@@ -141,11 +141,11 @@ def family(name: str, variants: Sequence[Variant] = GRID) -> tuple[Variant, ...]
     return tuple(v for v in variants if FAMILIES[name](v))
 
 
-# What nested CV within the a-priori "perspective" family selected on all six shared Ped2 test clips
-# (round 2; round 3 kept its flow, medium@1, and made a run's first frame borrow the second frame's flow,
-# models/anomaly/README.md); `make models` ships AnomalyConfig(), which equals SHIPPED.config() (tested).
-SHIPPED = Variant(pool="row", flow_quantile=0.9, window=1, appearance_weight=1.0, motion="all", appearance_pool="row",
-                  flow_first="next", appearance_frames="last")
+# What nested CV choosing on the six shared Ped2 test clips and the far-field probe together selected (round 10,
+# models/anomaly/README.md; rounds 2-9 shipped all-row-q0.9-w1-a1-mrow); `make models` ships AnomalyConfig(),
+# which equals SHIPPED.config() (tested).
+SHIPPED = Variant(pool="cell", flow_quantile=0.9, window=9, appearance_weight=0.0, motion="faster",
+                  appearance_pool="cell", flow_first="next", appearance_frames="last")
 
 
 def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:

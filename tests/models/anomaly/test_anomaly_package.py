@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.anomaly import cli
+from models.anomaly.cv import Variant
 from models.anomaly.evaluate import evaluate_package, frame_heatmap, read_labels
 from models.anomaly.fit import APPEARANCE, FITTER, MOTION, AnomalyConfig, fit_package
 from models.anomaly.footage import FootageError
@@ -24,7 +25,11 @@ from pipeline.modelpkg import ModelPackage, load_package
 from pipeline.runner import FrameMeta, PackageRunner, Subscription, WindowResult, score_frames
 
 FRAMES_PER_CLIP = 16
-CONFIG = AnomalyConfig()
+# The window graph's mechanics (ONNX == numpy, live calibration) are tested on a design using both parts,
+# motion and appearance, with a 3-frame window: rounds 2-9's shipped design. The shipped default (motion
+# only, a 9-frame mean: round 10) is one grid variant; it is fitted and scored through the runner below too.
+BOTH_PARTS = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_first="next",
+                     appearance_frames="last").config()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,8 @@ def normal_dir(ped2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fitted(normal_dir: Path, trunk: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("packages")
-    return tuple(fit_package(normal_dir, root / name, seed=0, trunk=trunk) for name in ("a", "b"))  # type: ignore[return-value]
+    return tuple(fit_package(normal_dir, root / name, seed=0, trunk=trunk, config=BOTH_PARTS)  # type: ignore[return-value]
+                 for name in ("a", "b"))
 
 
 def _frames(ped2: Path, clip: str, start: int, count: int) -> list[np.ndarray]:
@@ -129,6 +135,17 @@ def test_a_camera_calibrates_itself_live(fitted: tuple[Path, Path], ped2: Path) 
     assert FITTERS.get(FITTER) is not None and package.manifest.calibration.collect == [APPEARANCE, MOTION]
 
 
+def test_the_shipped_default_fits_and_scores_a_cyclist_above_walkers(normal_dir: Path, trunk: Path, ped2: Path,
+                                                                     tmp_path: Path) -> None:
+    package = load_package(fit_package(normal_dir, tmp_path / "default", seed=0, trunk=trunk))
+    assert package.manifest.window.frames == AnomalyConfig().window_frames == 9
+    assert package.manifest.metrics["fit"]["frames"] == 2 * FRAMES_PER_CLIP
+    walkers = score_frames(package, _frames(ped2, "Test002", 0, 20)).frame_scores  # normal until frame 94
+    cyclist = score_frames(package, _frames(ped2, "Test002", 110, 20)).frame_scores
+    assert np.isfinite(walkers).all() and np.isfinite(cyclist).all()
+    assert np.median(cyclist) > np.median(walkers)
+
+
 def test_empty_folder_is_a_clear_error(tmp_path: Path, trunk: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty" / "nested").mkdir(parents=True)
     with pytest.raises(FootageError, match=str(tmp_path / "empty")) as info:
@@ -182,7 +199,6 @@ def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk:
                                                          tmp_path: Path) -> None:
     """Row statistics and memory, one-sided speed, far-field quantile and window smoothing: ONNX == numpy,
     and a camera calibrates it live through the runner."""
-    from models.anomaly.cv import Variant
 
     config = Variant(pool="row", flow_quantile=0.99, window=5, appearance_weight=1.0, motion="speed",
                      appearance_pool="row").config()
@@ -213,7 +229,7 @@ def test_first_frame_of_a_run_borrows_the_next_flow_live_as_in_the_cv(normal_dir
                                                                       tmp_path: Path) -> None:
     """flow first="next" at half resolution: the runner (live, across a gap, and in live calibration)
     scores a run's first frame with the second frame's flow, as the CV's numpy assembly does."""
-    from models.anomaly.cv import Variant, live_frame_scores
+    from models.anomaly.cv import live_frame_scores
     from pipeline.features.flow import borrow_first
 
     config = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_preset="fast", flow_scale=0.5,

@@ -203,7 +203,7 @@ def test_bank_size_axis_multiplies_only_the_row_memory_variants() -> None:
     assert grid[:len(members)] == members  # size 64 first: rounds 1-5's grid, ties go to the smaller memory
     assert {v.bank_size for v in grid if v.appearance_pool == "cell"} == {64}
     assert {v.bank_size for v in grid if v.appearance_pool == "row"} == {64, 256, 1024}
-    big = replace(SHIPPED, flow_first="zero", bank_size=1024, appearance_frames="all")
+    big = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", bank_size=1024)  # rounds 2-9's design
     assert big in grid and big.name == "all-row-q0.9-w1-a1-mrow-k1024" and big.config().fit["bank_size"] == 1024
     assert with_bank_sizes(members, (64,)) == members
     with pytest.raises(VidwatchError, match="positive sizes"):
@@ -293,14 +293,17 @@ def test_the_cv_cache_computes_the_banded_flow_as_the_runtime_feature(labelled_c
 
 
 def test_the_shipped_config_is_the_variant_cv_chose() -> None:
-    """`make models` builds AnomalyConfig(); the CV within the a-priori perspective family chose this
-    variant on all six shared clips (models/anomaly/README.md, round 2). Changing either without the
+    """`make models` builds AnomalyConfig(); nested CV choosing on the six shared clips and the far-field
+    probe together chose this variant (models/anomaly/README.md, round 10). Changing either without the
     other fails here."""
     from models.anomaly.fit import AnomalyConfig
+    from models.anomaly.probe import probe_variants
 
     assert SHIPPED.config() == AnomalyConfig()
-    # round 3: the family's chosen design, its flow kept (medium@1), the first frame borrowing the second's flow
-    assert replace(SHIPPED, flow_first="zero", appearance_frames="all") in family("perspective") and SHIPPED != CURRENT
+    # round 10: one of the probe's variants (the whole grid), chosen there; motion only, a 9-frame mean
+    assert SHIPPED in probe_variants() and SHIPPED != CURRENT
+    assert (SHIPPED.window, SHIPPED.appearance_weight, AnomalyConfig().frame_score) == (9, 0.0, "window")
+    # round 3: the flow kept (medium@1), the first frame borrowing the second's flow
     assert (SHIPPED.flow_preset, SHIPPED.flow_scale, SHIPPED.flow_first) == ("medium", 1.0, "next")
     # round 7: windows read their last frame's appearance (the rule met under nested CV)
     assert SHIPPED.appearance_frames == "last" and AnomalyConfig().fit["appearance_frames"] == "last"
