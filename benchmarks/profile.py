@@ -4,8 +4,10 @@
 The two share no graph. ``fight`` runs its own per-frame motion graph (EfficientNet-Lite0 on the
 runtime's 160x160 frame differences, ``runtime.delta``) and a small window head; with ``int8`` the
 motion graph is INT8 (ONNX Runtime static quantization, calibrated on the shipped demo clip).
-``anomaly-224`` runs the 224x224 backbone trunk (INT8 with ``int8``) plus optical flow, and is
-fitted on UCSD Ped2 train through that very trunk, so its statistics match what it will see.
+``anomaly-224`` is the shipped anomaly design at 224x224, fitted on UCSD Ped2 train: since round 10
+of models/anomaly/README.md motion only (optical flow, no trunk); a design with an appearance part
+runs the 224x224 backbone trunk (INT8 with ``int8``) and is fitted through that very trunk, so its
+statistics match what it will see.
 
 Built once (a few minutes, mostly the anomaly fit); ``fight`` is rebuilt when the committed
 weights change. Accuracy of each is measured and reported with the speed figures, because a

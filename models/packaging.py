@@ -44,5 +44,8 @@ def write_package(out: Path, graphs: list[GraphFile], state: dict[str, np.ndarra
     if state is not None:
         np.savez(out / STATE_FILE, **state)
     write_manifest(out, manifest)
+    # a refit into the same folder may drop a graph (a motion-only anomaly design has no trunk): no stale copy
+    for stale in set(out.glob("*.onnx")) - {out / s.file for s in specs}:
+        stale.unlink()
     load_package(out)  # what we wrote must load
     return out

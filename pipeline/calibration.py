@@ -149,14 +149,19 @@ def coreset_banks(features: np.ndarray, size: int, seed: int, proj_dim: int = 32
     return features[rows[:, None], chosen]
 
 
-def anomaly_maps(c4: np.ndarray, flow: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray:
+def anomaly_maps(c4: np.ndarray | None, flow: np.ndarray, state: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per-frame anomaly maps ``[F, h, w]`` from ``c4 [F, C, h, w]`` and ``flow [F, 4, h, w]``.
 
     map = w_motion * mean_k z_k^2 (per-location Gaussian of the flow cell statistics)
         + w_appearance * distance to the nearest normal c4 feature at that location.
+    A motion-only state (no ``bank``, see :func:`motion_only`) takes no ``c4``: its map is the motion term.
     """
-    motion, appearance = anomaly_parts(c4, flow, state)
     weights = state["weights"]
+    if "bank" not in state:
+        return (weights[0] * motion_map(flow, state)).astype(np.float32)
+    if c4 is None:
+        raise ValueError("this anomaly state has an appearance memory: its maps need the c4 features")
+    motion, appearance = anomaly_parts(c4, flow, state)
     return (weights[0] * motion + weights[1] * appearance).astype(np.float32)
 
 
@@ -344,13 +349,24 @@ def fit_anomaly_motion_appearance(collected: Mapping[str, np.ndarray], window_fr
     the ``quantile`` of held-out window scores to 1.0.
     """
     c4, flow = _collected(collected, params)
-    if len(c4) < max(2 * window_frames, 4):
-        raise ValueError(f"need at least {max(2 * window_frames, 4)} frames to fit, got {len(c4)}")
-    motion, appearance = held_out_anomaly_parts(c4, flow, params)
-    state = fit_anomaly_parts(c4, flow, params)
+    if len(flow) < max(2 * window_frames, 4):
+        raise ValueError(f"need at least {max(2 * window_frames, 4)} frames to fit, got {len(flow)}")
+    if c4 is None:  # a motion-only package (appearance weight 0) collects no appearance feature
+        motion = held_out_motion(flow, params)
+        # zero appearance maps: the same weights and scale as a fit whose appearance part has weight 0
+        appearance = np.zeros_like(motion)
+        state = {**fit_motion_state(flow, params), "weights": np.ones(2, np.float32)}
+    else:
+        motion, appearance = held_out_anomaly_parts(c4, flow, params)
+        state = fit_anomaly_parts(c4, flow, params)
     state["weights"], state["scale"] = anomaly_weights_scale(motion, appearance, window_frames, params,
                                                              collected.get(SEGMENT))
     return state
+
+
+def motion_only(params: Mapping[str, Any]) -> bool:
+    """A design whose appearance part has weight 0: its package needs no trunk and no appearance memory."""
+    return float(params.get("appearance_weight", 0.5)) == 0.0
 
 
 @STATE_CHECKS.register("anomaly_motion_appearance")
@@ -366,9 +382,17 @@ def check_anomaly_state(state: Mapping[str, np.ndarray], params: Mapping[str, An
     return None
 
 
-def _collected(collected: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.asarray(collected[str(params.get("appearance", "trunk.c4"))], np.float32),
-            np.asarray(collected[str(params.get("motion", "runtime.flow"))], np.float32))
+def _collected(collected: Mapping[str, np.ndarray],
+               params: Mapping[str, Any]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(appearance or None, motion) features; appearance may be absent only for a motion-only design."""
+    appearance, motion = str(params.get("appearance", "trunk.c4")), str(params.get("motion", "runtime.flow"))
+    if motion not in collected:
+        raise ValueError(f"the anomaly fit needs the motion feature {motion!r}; collected: {sorted(collected)}")
+    if appearance not in collected and not motion_only(params):
+        raise ValueError(f"the anomaly fit needs the appearance feature {appearance!r} (appearance_weight "
+                         f"{params.get('appearance_weight')}); collected: {sorted(collected)}")
+    return (np.asarray(collected[appearance], np.float32) if appearance in collected else None,
+            np.asarray(collected[motion], np.float32))
 
 
 def fit_anomaly_parts(c4: np.ndarray, flow: np.ndarray, params: Mapping[str, Any]) -> dict[str, np.ndarray]:

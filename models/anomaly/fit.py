@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from models.anomaly.footage import FootageError, find_clips, read_clip
-from models.anomaly.scorer import OUTPUTS, STATE_INPUTS, export_scorer
+from models.anomaly.scorer import MOTION_STATE_INPUTS, OUTPUTS, STATE_INPUTS, export_scorer
 from models.backbone import SPEC
 from models.packaging import GraphFile, write_package
 from models.trunk import TRUNK_OUTPUT, build_trunk
-from pipeline.calibration import FITTERS
+from pipeline.calibration import FITTERS, motion_only
 from pipeline.engines import create_engine
 from pipeline.features import create_feature
 from pipeline.features.flow import CHANNELS, KIND, borrow_first, grid_shape
@@ -79,10 +79,11 @@ class AnomalyConfig:
         return grid_shape(self.height, self.width, 16)
 
 
-def extract_features(clips: list[Path], trunk: Path, config: AnomalyConfig, batch: int = 16,
+def extract_features(clips: list[Path], trunk: Path | None, config: AnomalyConfig, batch: int = 16,
                      threads: int = 2) -> dict[str, np.ndarray]:
-    """``trunk.c4`` and ``runtime.flow`` of every frame of every clip (flow restarts per clip)."""
-    engine = create_engine("onnxruntime", trunk, {"intra_op_threads": threads})
+    """``trunk.c4`` and ``runtime.flow`` of every frame of every clip (flow restarts per clip); ``runtime.flow``
+    only with ``trunk`` None (a motion-only design)."""
+    engine = create_engine("onnxruntime", trunk, {"intra_op_threads": threads}) if trunk is not None else None
     c4_parts: list[np.ndarray] = []
     flow_parts: list[np.ndarray] = []
     for clip in clips:
@@ -91,29 +92,32 @@ def extract_features(clips: list[Path], trunk: Path, config: AnomalyConfig, batc
         stats = np.stack([flow(frame) for frame in frames])
         # a clip is one run of consecutive frames: its first frame is handled as live after a gap
         flow_parts.extend(borrow_first(stats) if config.flow_first == "next" else stats)
-        for start in range(0, len(frames), batch):
+        for start in range(0, len(frames), batch) if engine is not None else ():
             c4_parts.append(engine.run({"frames": np.stack(frames[start:start + batch])})[TRUNK_OUTPUT])
         logger.info("features of %s: %d frames", clip, len(frames))
-    return {APPEARANCE: np.concatenate(c4_parts), MOTION: np.stack(flow_parts)}
+    features = {MOTION: np.stack(flow_parts)}
+    return {APPEARANCE: np.concatenate(c4_parts), **features} if c4_parts else features
 
 
 def fit_package(normal: Path, out: Path, seed: int = 0, trunk: Path | None = None, name: str | None = None,
                 config: AnomalyConfig | None = None) -> Path:
-    """Fit on every clip under ``normal`` and write the package folder ``out``."""
+    """Fit on every clip under ``normal`` and write the package folder ``out``. A design whose appearance
+    weight is 0 is packaged motion only: no trunk graph, no appearance memory (``trunk`` is then unused)."""
     config = config or AnomalyConfig()
     started = time.perf_counter()
     clips = find_clips(normal)
+    only_motion = motion_only(config.fit)
     with tempfile.TemporaryDirectory() as tmp:
-        trunk = _usable_trunk(trunk, config, Path(tmp))
+        trunk = None if only_motion else _usable_trunk(trunk, config, Path(tmp))
         features = extract_features(clips, trunk, config)
-        if len(features[APPEARANCE]) < 2 * config.window_frames:
-            raise FootageError(normal, f"holds {len(features[APPEARANCE])} frames; fitting needs at least "
-                                       f"{2 * config.window_frames}")
+        frames = len(features[MOTION])
+        if frames < 2 * config.window_frames:
+            raise FootageError(normal, f"holds {frames} frames; fitting needs at least {2 * config.window_frames}")
         state = FITTERS.get(FITTER)(features, config.window_frames, {**config.fit, "seed": seed})
-        scorer = export_scorer(Path(tmp) / "anomaly.onnx", state, config.window_frames,
-                               features[APPEARANCE].shape[1], config.grid, config.frame_score,
-                               bool(config.fit.get("persist", False)))
-        fit_info = {"clips": len(clips), "frames": len(features[APPEARANCE]), "seed": seed,
+        channels = 0 if only_motion else features[APPEARANCE].shape[1]
+        scorer = export_scorer(Path(tmp) / "anomaly.onnx", state, config.window_frames, channels, config.grid,
+                               config.frame_score, bool(config.fit.get("persist", False)))
+        fit_info = {"clips": len(clips), "frames": frames, "seed": seed,
                     "seconds": round(time.perf_counter() - started, 1)}
         write_package(out, _graphs(trunk, scorer, config), state,
                       **_manifest(name or _package_name(out), config, fit_info))
@@ -135,7 +139,10 @@ def _usable_trunk(trunk: Path | None, config: AnomalyConfig, tmp: Path) -> Path:
     return build_trunk(tmp / "trunk.onnx", config.height, config.width)
 
 
-def _graphs(trunk: Path, scorer: Path, config: AnomalyConfig) -> list[GraphFile]:
+def _graphs(trunk: Path | None, scorer: Path, config: AnomalyConfig) -> list[GraphFile]:
+    if trunk is None:  # motion only: the window graph reads the flow feature and the motion state
+        return [GraphFile("anomaly", scorer, "window",
+                          {"flow": MOTION, **{k: f"state.{k}" for k in MOTION_STATE_INPUTS}}, list(OUTPUTS))]
     scorer_inputs = {"c4": APPEARANCE, "flow": MOTION, **{k: f"state.{k}" for k in STATE_INPUTS}}
     # "last": the window graph broadcasts its last frame's appearance over the window's motion maps
     last = ("c4",) if config.fit.get("appearance_frames", "all") == "last" else ()
@@ -152,16 +159,18 @@ def _manifest(name: str, config: AnomalyConfig, fit_info: dict[str, Any]) -> dic
     return {
         "name": name, "version": "1.0.0", "task": "anomaly",
         "description": "Unsupervised anomaly detection fitted on a camera's normal footage: per-location "
-                       "Gaussian of DIS optical-flow cell statistics + k-NN distance of EfficientNet-Lite0 "
-                       f"c4 patches to a coreset per cell or per image row; score 1.0 = the {quantile} quantile of "
-                       "held-out normal window scores.",
+                       "Gaussian of DIS optical-flow cell statistics"
+                       + ("" if motion_only(config.fit) else " + k-NN distance of EfficientNet-Lite0 c4 patches "
+                                                             "to a coreset per cell or per image row")
+                       + f"; score 1.0 = the {quantile} quantile of held-out normal window scores.",
         "input": {"height": config.height, "width": config.width, "mean": SPEC.mean, "std": SPEC.std},
         "window": {"frames": config.window_frames, "stride": 1, "dynamic_frames": True, "fps": config.fps},
         "runtime_features": {"flow": config.flow_spec},
         "labels": ["anomaly"], "alert_label": "anomaly",
         "scores": "anomaly.scores", "frame_scores": "anomaly.frame_scores", "heatmap": "anomaly.heatmap",
         "threshold": 1.0,
-        "calibration": {"fit": FITTER, "collect": [APPEARANCE, MOTION], "seconds": config.calibration_seconds,
+        "calibration": {"fit": FITTER, "collect": [MOTION] if motion_only(config.fit) else [APPEARANCE, MOTION],
+                        "seconds": config.calibration_seconds,
                         "params": dict(config.fit)},
         "outputs_doc": {
             "scores": f"[N,1] mean over the window of each frame's peak anomaly; 1.0 = fitted threshold "

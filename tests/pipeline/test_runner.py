@@ -247,6 +247,33 @@ def _shipped(models_dir: Path, tmp_path: Path, name: str, frames: int | None = N
     return load_package(copy)
 
 
+@pytest.fixture(scope="module")
+def trunk_packages(models_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ped2-anomaly`` and ``scene-anomaly`` of rounds 2-9's design (motion + appearance, the trunk's c4 read
+    ``last_frame_only``, a 3-frame window) on the shared 240x360 trunk, each fitted on 16 frames of two other
+    Ped2 train clips; round 10's shipped design is motion only and runs no trunk, so the trunk's scheduling
+    is tested on these."""
+    from models.anomaly.cv import Variant
+    from models.anomaly.fit import fit_package
+    from models.build import trunk_path
+
+    trunk = trunk_path(models_dir, 240, 360)
+    if not trunk.exists():
+        pytest.skip(f"{trunk} is not built (make models)")
+    config = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_first="next",
+                     appearance_frames="last").config()
+    root = tmp_path_factory.mktemp("trunk-packages")
+    for name, clips in {"ped2-anomaly": ("Train001", "Train002"), "scene-anomaly": ("Train003", "Train004")}.items():
+        normal = root / "normal" / name
+        for clip in clips:
+            (normal / clip).mkdir(parents=True)
+            for frame in sorted((shared_data / "ucsd_ped2" / "train" / clip).glob("*.jpg"))[:16]:
+                (normal / clip / frame.name).symlink_to(frame)
+        fit_package(normal, root / name, seed=0, trunk=trunk, name=name, config=config)
+    (root / "fight").symlink_to(models_dir / "fight")
+    return root
+
+
 Feed = list[tuple[str, int, bool]]  # (camera, seq, capture's gap flag) in arrival order
 
 
@@ -293,12 +320,12 @@ def _run(cam: str, seqs: Iterable[int], gap_at: int | None = None) -> Feed:
     return [(cam, seq, seq == gap_at) for seq in seqs]
 
 
-def test_skipping_unread_frames_changes_no_result(models_dir: Path, tmp_path: Path,
+def test_skipping_unread_frames_changes_no_result(trunk_packages: Path, tmp_path: Path,
                                                   ped2_test_frames: np.ndarray) -> None:
     """Stride 4 over the 3-frame anomaly window (the bench's): two cameras in one batch stream, a
     seq gap, a capture gap, a package on the same trunk at stride 1 (the shared trunk then runs
     on subsets of rows) and the fight package at stride 4 (window 8: every frame read)."""
-    ped2, scene, fight = (_shipped(models_dir, tmp_path, n) for n in ("ped2-anomaly", "scene-anomaly", "fight"))
+    ped2, scene, fight = (_shipped(trunk_packages, tmp_path, n) for n in ("ped2-anomaly", "scene-anomaly", "fight"))
     subs = {"c1": [Subscription(ped2.name, stride=4), Subscription(fight.name, stride=4),
                    Subscription(scene.name, stride=1)],
             "c2": [Subscription(scene.name, stride=1), Subscription(ped2.name, stride=4)]}
@@ -328,10 +355,10 @@ def test_skipping_unread_frames_changes_no_result_for_other_windows(
     assert bool(runner.drain_skipped()) == (stride > package.manifest.window.frames)
 
 
-def test_skipping_unread_frames_after_live_calibration(models_dir: Path, tmp_path: Path,
+def test_skipping_unread_frames_after_live_calibration(trunk_packages: Path, tmp_path: Path,
                                                         ped2_test_frames: np.ndarray) -> None:
     """Calibration collects every frame (2 s: frames 0..20); scoring after it skips, same windows."""
-    package = _shipped(models_dir, tmp_path, "ped2-anomaly")
+    package = _shipped(trunk_packages, tmp_path, "ped2-anomaly")
     subs = {"cam": [Subscription(package.name, stride=4, calibrate_seconds=2.0)]}
     phases = [_run("cam", range(0, 24)), _run("cam", range(24, 64), gap_at=45)]
     runner, got, expected = _skipping_and_not([package], subs, {"cam": ped2_test_frames}, phases, batch=4)
@@ -350,8 +377,9 @@ class CountingDIS:
 
 
 @pytest.mark.parametrize("skip", [True, False])
-def test_frames_no_window_reads_are_not_computed(models_dir: Path, ped2_test_frames: np.ndarray, skip: bool) -> None:
-    package = _shipped(models_dir, Path(), "ped2-anomaly")
+def test_frames_no_window_reads_are_not_computed(trunk_packages: Path, ped2_test_frames: np.ndarray,
+                                                 skip: bool) -> None:
+    package = _shipped(trunk_packages, Path(), "ped2-anomaly")
     runner = PackageRunner([package], skip_unread=skip)
     sha = package.manifest.graph("trunk").sha256
     trunk = runner._engines[sha] = CountingEngine(runner._engines[sha])
@@ -369,15 +397,16 @@ def test_frames_no_window_reads_are_not_computed(models_dir: Path, ped2_test_fra
     assert runner.drain_skipped() == ({package.name: 39 - len(held)} if skip else {})
 
 
-def test_a_last_frame_only_input_gets_the_window_last_frame(models_dir: Path, ped2_test_frames: np.ndarray) -> None:
-    """Each window of the shipped ped2-anomaly (c4 ``last_frame_only``) scores as its graph does on the
+def test_a_last_frame_only_input_gets_the_window_last_frame(trunk_packages: Path,
+                                                            ped2_test_frames: np.ndarray) -> None:
+    """Each window of an anomaly package with c4 ``last_frame_only`` scores as its graph does on the
     trunk's c4 of the window's last frame and the flow of each of its frames, at stride 4 and 1."""
     from models.anomaly.scorer import STATE_INPUTS
     from pipeline.engines import create_engine
     from pipeline.features import create_feature
     from pipeline.features.flow import borrow_first
 
-    package = _shipped(models_dir, Path(), "ped2-anomaly")
+    package = _shipped(trunk_packages, Path(), "ped2-anomaly")
     m, state = package.manifest, package.shipped_state()
     assert m.graph("anomaly").last_frame_only == ["c4"] and state is not None
     frames = ped2_test_frames[:20]

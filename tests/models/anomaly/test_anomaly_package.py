@@ -112,17 +112,17 @@ def test_offline_scoring_uses_the_runner(fitted: tuple[Path, Path], ped2: Path) 
     assert result.heatmaps[0].shape == (15, 23)
 
 
-def _calibrate_live(package: ModelPackage, frames: list[np.ndarray]
+def _calibrate_live(package: ModelPackage, frames: list[np.ndarray], calibrate_frames: int = 16
                     ) -> tuple[list[WindowResult], dict[str, np.ndarray] | None]:
-    """Feed ``frames`` to one camera that calibrates for 1.6 s (16 frames), 8 frames a batch: its
-    window results and the state it fitted."""
+    """Feed ``frames`` to one camera that calibrates for ``calibrate_frames`` frames (10 fps), 8 frames a
+    batch: its window results and the state it fitted."""
     runner = PackageRunner([package])
-    runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=1.6)])
+    runner.add_camera("cam", [Subscription(package.name, calibrate_seconds=calibrate_frames / 10)])
     results: list[WindowResult] = []
     for start in range(0, len(frames), 8):
         metas = [FrameMeta("cam", i, 0.0, i / 10) for i in range(start, min(start + 8, len(frames)))]
         results += runner.process(np.stack(frames[start:start + 8]), metas)
-        if start == 16:  # calibration fits in a thread: let it finish on a loaded machine
+        if start == calibrate_frames:  # calibration fits in a thread: let it finish on a loaded machine
             assert runner.camera_states("cam")[package.name].wait_fitted(120)
     return results, runner.camera_states("cam")[package.name].state
 
@@ -135,15 +135,45 @@ def test_a_camera_calibrates_itself_live(fitted: tuple[Path, Path], ped2: Path) 
     assert FITTERS.get(FITTER) is not None and package.manifest.calibration.collect == [APPEARANCE, MOTION]
 
 
-def test_the_shipped_default_fits_and_scores_a_cyclist_above_walkers(normal_dir: Path, trunk: Path, ped2: Path,
-                                                                     tmp_path: Path) -> None:
-    package = load_package(fit_package(normal_dir, tmp_path / "default", seed=0, trunk=trunk))
-    assert package.manifest.window.frames == AnomalyConfig().window_frames == 9
-    assert package.manifest.metrics["fit"]["frames"] == 2 * FRAMES_PER_CLIP
-    walkers = score_frames(package, _frames(ped2, "Test002", 0, 20)).frame_scores  # normal until frame 94
-    cyclist = score_frames(package, _frames(ped2, "Test002", 110, 20)).frame_scores
-    assert np.isfinite(walkers).all() and np.isfinite(cyclist).all()
-    assert np.median(cyclist) > np.median(walkers)
+def test_the_shipped_default_is_motion_only_runs_no_trunk_and_scores_as_the_cv(
+        normal_dir: Path, trunk: Path, ped2: Path, tmp_path: Path) -> None:
+    """Round 10's design has appearance weight 0: its package has no trunk graph and no appearance memory,
+    collects only the flow to calibrate, and scores every frame as the CV assembles the same design with
+    a fitted memory at weight 0 (``cv.last_appearance_scores``); the fitter's scale is the same too."""
+    from models.anomaly.cv import SHIPPED, last_appearance_scores
+    from models.anomaly.fit import extract_features
+    from models.anomaly.footage import find_clips
+    from models.anomaly.scorer import MOTION_STATE_INPUTS
+    from pipeline.calibration import anomaly_parts, fit_anomaly_motion_appearance
+    from pipeline.features.flow import borrow_first
+
+    out = tmp_path / "default"
+    fit_package(normal_dir, out, seed=0, trunk=trunk, config=BOTH_PARTS)
+    assert (out / "trunk.onnx").exists()
+    package = load_package(fit_package(normal_dir, out, seed=0, trunk=trunk))  # refit into the same folder
+    m, state = package.manifest, package.shipped_state()
+    assert [g.name for g in m.graphs] == ["anomaly"] and not (out / "trunk.onnx").exists()  # no stale trunk
+    assert m.window.frames == AnomalyConfig().window_frames == 9 and m.metrics["fit"]["frames"] == 2 * FRAMES_PER_CLIP
+    assert m.calibration is not None and m.calibration.collect == [MOTION]
+    assert state is not None and set(state) == set(MOTION_STATE_INPUTS) and state["weights"][1] == 0
+    # the same design fitted with the appearance memory (weight 0): identical motion state, weights and scale
+    features = extract_features(find_clips(normal_dir), trunk, AnomalyConfig())
+    with_memory = fit_anomaly_motion_appearance(features, 9, {**AnomalyConfig().fit, "seed": 0})
+    for key in MOTION_STATE_INPUTS:
+        np.testing.assert_array_equal(state[key], with_memory[key], err_msg=key)
+    frames = _frames(ped2, "Test002", 90, 20)  # walkers, then a cyclist from frame 94
+    c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
+    flow = create_feature(m.runtime_features["flow"])
+    motion, appearance = anomaly_parts(c4, borrow_first(np.stack([flow(f) for f in frames])), with_memory)
+    weights, scale = with_memory["weights"], with_memory["scale"][0]
+    _, want = last_appearance_scores(weights[0] * scale * motion, weights[1] * scale * appearance, 9, "window")
+    live = score_frames(package, frames).frame_scores
+    np.testing.assert_allclose(live, want, rtol=1e-4, atol=1e-4)
+    assert SHIPPED.config() == AnomalyConfig() and live[-1] > live[0]  # the cyclist scores above the walkers
+    # a camera calibrates it live from the flow alone
+    results, live_state = _calibrate_live(package, _frames(ped2, "Test001", 0, 48), calibrate_frames=24)
+    assert live_state is not None and set(live_state) == set(MOTION_STATE_INPUTS)
+    assert results and all(np.isfinite(r.scores).all() for r in results)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path, trunk: Path, capsys: pytest.CaptureFixture[str]) -> None:

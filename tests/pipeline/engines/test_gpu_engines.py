@@ -23,6 +23,7 @@ pytestmark = pytest.mark.gpu
 
 # exact fp32 for parity (fp16 tests loosen); one CUDA graph size, captured at load, keeps the tests short
 CUDA = {"device": "cuda", "fallback": "error", "tf32": False, "batch_sizes": [8]}
+TRUNK = "_trunk/trunk-240x360.onnx"  # the shared trunk `make models` builds (ped2-anomaly is motion only)
 
 
 def _need(engine: str) -> None:
@@ -35,6 +36,7 @@ def _need(engine: str) -> None:
 def gpu_models() -> Path:
     root = Path(os.environ.get("VIDWATCH_GPU_MODELS", MODELS_DIR))
     absent = [p for p in ("fight", "ped2-anomaly") if not (root / p / "manifest.json").exists()]
+    absent += [TRUNK] if not (root / TRUNK).exists() else []
     if absent:
         pytest.skip(f"model packages {absent} are not in {root} (make models, or set VIDWATCH_GPU_MODELS)")
     return root
@@ -58,7 +60,7 @@ def _close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], rel: float) 
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 def test_torch_cuda_trunk_matches_onnxruntime(gpu_models: Path, fp16: bool) -> None:
     _need("torch-cuda")
-    trunk = gpu_models / "ped2-anomaly" / "trunk.onnx"
+    trunk = gpu_models / TRUNK
     x = {"frames": _frames(5, 240, 360)}
     got = create_engine("torch-cuda", trunk, {**CUDA, "fp16": fp16, "allow_precision_loss": True}).run(x)
     _close(got, create_engine("onnxruntime", trunk).run(x), rel=3e-2 if fp16 else 2e-3)
@@ -80,10 +82,13 @@ def test_torch_cuda_fight_graphs_match_onnxruntime(gpu_models: Path, fp16: bool)
 def test_torch_cuda_anomaly_scorer_matches_onnxruntime(gpu_models: Path) -> None:
     _need("torch-cuda")
     package = gpu_models / "ped2-anomaly"
-    c4 = create_engine("onnxruntime", package / "trunk.onnx").run({"frames": _frames(6, 240, 360)})["c4"]
+    state = dict(np.load(package / "state.npz"))
+    window = int(json.loads((package / "manifest.json").read_text())["window"]["frames"])
     rng = np.random.default_rng(1)
-    x = {"c4": c4.reshape(2, 3, *c4.shape[1:]), "flow": rng.normal(0, 1, (2, 3, 4, 15, 23)).astype(np.float32),
-         **dict(np.load(package / "state.npz"))}
+    x = {"flow": rng.normal(0, 1, (2, window, 4, 15, 23)).astype(np.float32), **state}
+    if "bank" in state:  # a design with an appearance part (rounds 2-9) also reads the trunk's c4
+        c4 = create_engine("onnxruntime", gpu_models / TRUNK).run({"frames": _frames(2 * window, 240, 360)})["c4"]
+        x["c4"] = c4.reshape(2, window, *c4.shape[1:])
     anomaly = package / "anomaly.onnx"
     _close(create_engine("torch-cuda", anomaly, CUDA).run(x), create_engine("onnxruntime", anomaly).run(x), rel=1e-3)
 
@@ -108,7 +113,7 @@ def test_cuda_graphs_are_captured_at_load_and_never_on_the_live_path(gpu_models:
     """Every configured batch size is captured when the engine loads; no batch size afterwards, not
     even one above the largest, captures again (captures stalled the first live GPU run for seconds)."""
     _need("torch-cuda")
-    trunk = gpu_models / "ped2-anomaly" / "trunk.onnx"
+    trunk = gpu_models / TRUNK
     engine = create_engine("torch-cuda", trunk, {**CUDA, "batch_sizes": [1, 4, 8]})
     assert [size for size, _ in engine.captures] == [1, 4, 8]  # type: ignore[attr-defined]
     ort = create_engine("onnxruntime", trunk)
@@ -141,7 +146,7 @@ def test_auto_picks_a_gpu_engine_here() -> None:
 def test_ort_gpu_providers_are_enabled_and_match_cpu(gpu_models: Path, name: str, provider: str,
                                                      tmp_path: Path) -> None:
     _need(name)
-    trunk = gpu_models / "ped2-anomaly" / "trunk.onnx"
+    trunk = gpu_models / TRUNK
     options = {"engine_cache_dir": str(tmp_path)} if name == "ort-tensorrt" else {}
     engine = create_engine(name, trunk, options)
     assert engine.providers[0] == provider  # type: ignore[attr-defined]  (hard-checked at creation too)
@@ -151,7 +156,7 @@ def test_ort_gpu_providers_are_enabled_and_match_cpu(gpu_models: Path, name: str
 
 def test_tensorrt_matches_onnxruntime(gpu_models: Path, tmp_path: Path) -> None:
     _need("tensorrt")
-    trunk = gpu_models / "ped2-anomaly" / "trunk.onnx"
+    trunk = gpu_models / TRUNK
     x = {"frames": _frames(4, 240, 360)}
     got = create_engine("tensorrt", trunk, {"fp16": False, "cache_dir": str(tmp_path)}).run(x)
     _close(got, create_engine("onnxruntime", trunk).run(x), rel=2e-3)
