@@ -169,3 +169,24 @@ def test_window_stack_reads_each_frame_or_the_window_last_appearance() -> None:
     # without persistence the last-appearance windows score as last_frame_window_scores
     np.testing.assert_allclose(last.reshape(4, 3, -1).max(-1).mean(1),
                                last_frame_window_scores(motion, appearance, 3), rtol=1e-6)
+
+
+def test_a_motion_only_fit_needs_no_appearance_and_a_weighted_one_says_what_is_missing(
+        train_flows: tuple[np.ndarray, np.ndarray]) -> None:
+    flow = np.concatenate(train_flows)
+    rng = np.random.default_rng(0)
+    c4 = rng.normal(0, 1, (len(flow), 8, *flow.shape[2:])).astype(np.float32)
+    params = {"appearance_weight": 0.0, "pool": "cell", "motion_mode": "faster", "bank_size": 4}
+    only = fit_anomaly_motion_appearance({"runtime.flow": flow}, 5, params)
+    both = fit_anomaly_motion_appearance({"runtime.flow": flow, "trunk.c4": c4}, 5, params)
+    assert "bank" not in only and "bank" in both and only["weights"][1] == 0
+    for key in only:  # the memory at weight 0 changes nothing the motion-only state holds
+        np.testing.assert_array_equal(only[key], both[key], err_msg=key)
+    maps = anomaly_maps(None, flow[:5], only)
+    np.testing.assert_array_equal(maps, anomaly_maps(c4[:5], flow[:5], both))
+    with pytest.raises(ValueError, match="appearance feature 'trunk.c4'"):
+        fit_anomaly_motion_appearance({"runtime.flow": flow}, 5, {**params, "appearance_weight": 0.5})
+    with pytest.raises(ValueError, match="motion feature 'runtime.flow'"):
+        fit_anomaly_motion_appearance({"trunk.c4": c4}, 5, params)
+    with pytest.raises(ValueError, match="need the c4 features"):
+        anomaly_maps(None, flow[:5], both)
