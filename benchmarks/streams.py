@@ -130,7 +130,8 @@ def models_under_test(int8: bool = True) -> dict[str, dict[str, Any]]:
     manifests = {name: load_package(packages[name]).manifest for name in tasks}
     return {name: {"path": str(packages[name]), "task": task, "fps": manifests[name].window.fps,
                    "package_stride": manifests[name].window.stride, "window_frames": manifests[name].window.frames,
-                   "window_end_graphs": sorted(manifests[name].window_end_graphs())}
+                   "window_end_graphs": sorted(manifests[name].window_end_graphs()),
+                   "frame_graphs": [g.name for g in manifests[name].frame_graphs()]}
             for name, task in tasks.items()}
 
 
@@ -425,7 +426,9 @@ def workload(models: dict[str, dict[str, Any]], int8: bool) -> dict[str, Any]:
             "per_frame_work": per_frame_work(models, stride),
             "models": {name: m["task"] for name, m in models.items()},
             "engine": f"onnxruntime CPU (INT8 input fold), {precision} fight motion graph (on runtime frame "
-                      f"deltas) and {precision} anomaly-224 trunk, no graph shared",
+                      "deltas) and " + (f"{precision} anomaly-224 trunk, no graph shared"
+                                        if "trunk" in models["anomaly-224"].get("frame_graphs", ["trunk"]) else
+                                        "anomaly-224 motion only (DIS flow, no trunk)"),
             "clip": "people.mp4 re-encoded H.264 640x360 25 fps, decoded at real rate, looped",
             "evidence": "snapshot frame ring on (defaults); clip recording off: the bench plays files, which "
                         "FFmpeg would re-encode per camera (~2% of a core each), where RTSP cameras are "
