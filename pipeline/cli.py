@@ -146,8 +146,13 @@ def _models_parsers(sub: Any) -> None:
     en.add_argument("--persist", default=None, choices=("off", "on", "both"),
                     help="with --cv: every variant without temporal persistence, with it, or each both ways (an "
                          "axis the inner folds select; README round 8); default: the shipped package's")
+    en.add_argument("--probe", action="store_true",
+                    help="with --cv: every fold also selects on a synthetic far-field probe (walkers pasted into "
+                         "held-out --normal clips, moving 2-3 times walking speed; README rounds 9-10: the quoted "
+                         "figure); the whole design grid, with and without persistence")
     en.add_argument("--json", action="store_true")
     en.set_defaults(func=lambda a: _anomaly().evaluate(a.model, a.data, a.labels, a.json, a.out) if not a.cv
+                    else _anomaly().probe(a.normal, a.data, a.labels, a.json, a.out, a.cache) if a.probe
                     else _anomaly().cross_validate(a.normal, a.data, a.labels, a.json, a.out, a.cache, a.family,
                                                    a.flow, a.first_flow, a.bank_sizes, a.appearance_frames,
                                                    a.persist))

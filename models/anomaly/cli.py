@@ -97,6 +97,32 @@ def cross_validate(normal: Path | None, data: Path, labels: Path, as_json: bool,
     return 0
 
 
+def probe(normal: Path | None, data: Path, labels: Path, as_json: bool, out: Path | None = None,
+          cache: Path | None = None) -> int:
+    """Nested CV with the far-field probe joining every fold's selection (``models.anomaly.probe``, README
+    rounds 9-10); prints the Markdown report (and the JSON last with ``as_json``)."""
+    from models.anomaly.cache import DEFAULT_CACHE
+    from models.anomaly.fit import AnomalyConfig
+    from models.anomaly.probe import probe_report
+    from models.build import trunk_path
+
+    if normal is None:
+        return _fail(VidwatchError("--probe needs --normal FOOTAGE: the unlabelled normal clips the probe is made "
+                                   "from and every variant is fitted on (e.g. ../shared/data/ucsd_ped2/train)"))
+    out = Path(out or EVAL_OUT / "probe")
+    try:
+        config = AnomalyConfig()
+        report = probe_report(Path(normal), Path(data), Path(labels), out,
+                              trunk_path(MODELS_OUT, config.height, config.width), Path(cache or DEFAULT_CACHE))
+    except VidwatchError as exc:
+        return _fail(exc)
+    if not as_json:
+        print((out / "probe.md").read_text().split("\n\n| variant |")[0])
+        print(f"every variant's probe and test figures: {out / 'probe.md'}")
+    print(json.dumps({k: v for k, v in report.items() if k != "variants"}))
+    return 0
+
+
 def _bank_sizes_option(text: str | None) -> tuple[int, ...]:
     """``K[,K...]`` -> positive ints, checked (a bad value says what is expected); None: (64,)."""
     if text is None:

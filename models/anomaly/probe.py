@@ -339,10 +339,12 @@ def probe_report(normal: Path, data: Path, labels_path: Path, out: Path, trunk: 
     rank = spearmanr([r["probe_auc"] for r in rows], [r["test_pooled_auc"] for r in rows])
     shipped = next((i for i, v in enumerate(variants) if v == SHIPPED), None)
     report = {
-        "protocol": "far-field probe: design chosen by pooled frame AUC on synthetic wrong movers pasted into "
-                    f"{len(made['probe_clips'])} held-out normal clips (fitted on the other {len(made['fit_clips'])}); "
-                    "the chosen design fitted on all normal clips and reported on the labelled test clips, which "
-                    f"took no part in choosing it ({len(variants)} variants)",
+        "protocol": "far-field probe: synthetic wrong movers pasted into "
+                    f"{len(made['probe_clips'])} held-out normal clips (every variant fitted on the other "
+                    f"{len(made['fit_clips'])} to score them, on all normal clips to score the labelled test clips); "
+                    "round 9: the design chosen by pooled frame AUC on the probe alone, reported on the test clips; "
+                    "round 10 (the quoted figure): nested leave-one-test-clip-out, each fold choosing design and "
+                    f"threshold on its other test clips and the probe ({len(variants)} variants)",
         "probe": {**made, "clips_dir": str(clips_dir)},
         "chosen": variants[chosen].name, "chosen_config": asdict(variants[chosen]),
         "chosen_probe_auc": round(aucs[chosen], 4),

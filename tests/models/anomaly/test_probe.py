@@ -133,3 +133,42 @@ def test_probe_clips_differ_from_their_background_exactly_in_their_anomalous_fra
         pasted = [int((d > 15).sum()) for d in diffs]
         assert pasted[onset] > 10  # a person-sized patch is there from its first labelled frame
         assert all(pasted[i] < 5 for i in np.flatnonzero(y == 0))  # elsewhere only JPEG re-encoding noise
+
+
+def test_probe_report_chooses_on_the_probe_and_nests_the_test_clips(labelled_cuts, shared_data: Path,  # type: ignore[no-untyped-def]
+                                                                    trunk_240: Path, tmp_path: Path) -> None:
+    """Two designs on short clips: round 9's choice is the better probe AUC; round 10's nested CV holds out
+    each test clip (never a probe clip) and chooses on the others and the probe; the report is written."""
+    from models.anomaly.cv import SHIPPED, Variant
+    from models.anomaly.probe import probe_report
+
+    data, labels_csv = labelled_cuts
+    train = shared_data / "ucsd_ped2" / "train"
+    normal = tmp_path / "normal"
+    for i in range(1, 9):
+        (normal / f"Train{i:03d}").mkdir(parents=True)
+        for frame in sorted((train / f"Train{i:03d}").glob("*.jpg"))[:60]:
+            (normal / f"Train{i:03d}" / frame.name).symlink_to(frame)
+    both_parts = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_first="next",
+                         appearance_frames="last")
+    report = probe_report(normal, data, labels_csv, tmp_path / "out", trunk_240, tmp_path / "cache",
+                          (SHIPPED, both_parts))
+    rows = report["variants"]
+    assert [r["variant"] for r in rows] == [SHIPPED.name, both_parts.name]
+    assert report["chosen"] == max(rows, key=lambda r: r["probe_auc"])["variant"]
+    folds = report["nested_with_probe"]["folds"]
+    assert sorted(f["held_out"] for f in folds) == sorted(read_labels(labels_csv))
+    assert all(f["variant"] in (SHIPPED.name, both_parts.name) for f in folds)
+    assert report["probe"]["probe_clips"] == ["Train004", "Train008"] and len(report["probe"]["events"]) == 8
+    assert (tmp_path / "out" / "probe.md").read_text().count("| Test0") == len(folds)
+    # a rerun makes the same probe clips: their folder is named by content, and the cache keeps their features
+    again = probe_report(normal, data, labels_csv, tmp_path / "out", trunk_240, tmp_path / "cache", (SHIPPED,))
+    assert again["probe"]["clips_dir"] == report["probe"]["clips_dir"]
+    assert again["variants"][0]["probe_auc"] == rows[0]["probe_auc"]
+
+
+def test_probe_command_needs_normal_footage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from models.anomaly import cli
+
+    assert cli.probe(None, tmp_path, tmp_path / "labels.csv", False) == 2
+    assert "--probe needs --normal" in capsys.readouterr().err
