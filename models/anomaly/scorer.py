@@ -49,7 +49,18 @@ def _window_outputs(maps: torch.Tensor, scale: torch.Tensor, frame_score: str,
     return scores, frame_scores, maps.amax(dim=1) * scale[0]
 
 
-class WindowScorer(nn.Module):
+class _WindowGraph(nn.Module):
+    """What both window graphs are built with: how a frame is scored (``frame_score``) and ``persist``."""
+
+    def __init__(self, frame_score: str = "peak", persist: bool = False) -> None:
+        super().__init__()
+        if frame_score not in FRAME_SCORES:
+            raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
+        self.frame_score = frame_score
+        self.persist = persist
+
+
+class WindowScorer(_WindowGraph):
     """``c4 [N,T,C,h,w]``, ``flow [N,T,4,h,w]`` + state -> scores, frame_scores, heatmap.
 
     ``c4`` may hold only the window's last frame, ``[N,1,C,h,w]`` (``appearance_frames="last"``, the input
@@ -58,13 +69,6 @@ class WindowScorer(nn.Module):
     ``frame_score``: ``"peak"`` (each frame's own peak) or ``"window"`` (each frame takes the window
     mean: temporal smoothing), as in ``pipeline.calibration.anomaly_window``. ``persist``: each frame's
     map keeps only what a neighbouring frame shows within one cell (``pipeline.calibration.persist_maps``)."""
-
-    def __init__(self, frame_score: str = "peak", persist: bool = False) -> None:
-        super().__init__()
-        if frame_score not in FRAME_SCORES:
-            raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
-        self.frame_score = frame_score
-        self.persist = persist
 
     def forward(self, c4: torch.Tensor, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
                 flow_lower: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, weights: torch.Tensor,
@@ -79,17 +83,10 @@ class WindowScorer(nn.Module):
         return _window_outputs(maps, scale, self.frame_score, self.persist)
 
 
-class MotionWindowScorer(nn.Module):
+class MotionWindowScorer(_WindowGraph):
     """The window graph of a motion-only design: ``flow [N,T,4,h,w]`` + motion state -> the same outputs.
 
     No c4 input and no appearance memory, so its package runs no trunk (``appearance_weight`` 0)."""
-
-    def __init__(self, frame_score: str = "peak", persist: bool = False) -> None:
-        super().__init__()
-        if frame_score not in FRAME_SCORES:
-            raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
-        self.frame_score = frame_score
-        self.persist = persist
 
     def forward(self, flow: torch.Tensor, flow_mean: torch.Tensor, flow_inv_std: torch.Tensor,
                 flow_lower: torch.Tensor, weights: torch.Tensor,
