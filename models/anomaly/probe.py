@@ -95,8 +95,10 @@ class Sprite:
     source: str
 
 
-def _grey_frames(clip: Path, height: int, width: int) -> np.ndarray:
-    return np.stack([f[..., 0] for f in read_clip(clip, height, width)]).astype(np.int16)
+def _grey_frames(clip: Path, height: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Grey levels ``[F, H, W]`` (int16, for differences) and the RGB frames of ``clip``."""
+    rgb = list(read_clip(clip, height, width))
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]).astype(np.int16), rgb
 
 
 def _foreground(frame: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -109,7 +111,7 @@ def upright_blobs(clips: Sequence[Path], height: int, width: int, step: int = 5)
     """Foreground blobs taller than wide (people) every ``step`` frames, away from the frame border."""
     blobs: list[Blob] = []
     for clip in clips:
-        frames = _grey_frames(clip, height, width)
+        frames, _ = _grey_frames(clip, height, width)
         background = np.median(frames, axis=0).astype(np.int16)
         for t in range(0, len(frames), step):
             n, _, stats, _ = cv2.connectedComponentsWithStats(_foreground(frames[t], background))
@@ -161,12 +163,11 @@ def far_walkers(blobs: Sequence[Blob], perspective: Perspective) -> list[Blob]:
 
 
 def cut_sprite(blob: Blob, height: int, width: int) -> Sprite:
-    frames = _grey_frames(blob.clip, height, width)
+    frames, rgb = _grey_frames(blob.clip, height, width)
     background = np.median(frames, axis=0).astype(np.int16)
     box = (slice(blob.y, blob.y + blob.h), slice(blob.x, blob.x + blob.w))
     mask = _foreground(frames[blob.frame], background)[box].astype(bool)
-    grey = frames[blob.frame][box].astype(np.uint8)
-    return Sprite(np.repeat(grey[..., None], 3, axis=2), mask, blob.foot, f"{blob.clip.name}#{blob.frame}")
+    return Sprite(rgb[blob.frame][box].copy(), mask, blob.foot, f"{blob.clip.name}#{blob.frame}")
 
 
 def paste(frame: np.ndarray, sprite: Sprite, x: float, foot: float, scale: float) -> bool:
@@ -239,6 +240,8 @@ def build_probe(normal: Path, out: Path, cache: FeatureCache, config: AnomalyCon
     rows, made = ["clip,frame,label"], []
     for clip in probe_clips:
         background = list(read_clip(clip, config.height, config.width))
+        if len(background) < EVENT_FRAMES + 21:  # the event starts 10+ frames in and ends 10+ before the end
+            raise FootageError(clip, f"has {len(background)} frames; a probe clip needs at least {EVENT_FRAMES + 21}")
         for kind in KINDS:
             for k in SPEED_FACTORS:
                 blob = walkers[int(rng.integers(len(walkers)))]

@@ -172,3 +172,15 @@ def test_probe_command_needs_normal_footage(tmp_path: Path, capsys: pytest.Captu
 
     assert cli.probe(None, tmp_path, tmp_path / "labels.csv", False) == 2
     assert "--probe needs --normal" in capsys.readouterr().err
+
+
+def test_probe_clips_too_short_for_an_event_are_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
+    train = shared_data / "ucsd_ped2" / "train"
+    normal = tmp_path / "normal"
+    for i in range(1, 9):
+        (normal / f"Train{i:03d}").mkdir(parents=True)
+        for frame in sorted((train / f"Train{i:03d}").glob("*.jpg"))[:40]:
+            (normal / f"Train{i:03d}" / frame.name).symlink_to(frame)
+    with pytest.raises(FootageError, match=r"Train004: has 40 frames; a probe clip needs at least 51"):
+        build_probe(normal, tmp_path / "probe", FeatureCache(tmp_path / "cache", tmp_path / "unused.onnx"),
+                    AnomalyConfig())
