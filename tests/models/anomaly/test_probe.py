@@ -106,15 +106,20 @@ def test_every_fourth_clip_is_probe_background_and_never_a_fit_clip() -> None:
     assert not set(fit) & set(probe) and len(fit) == 12
 
 
+def _train_clips(shared_data: Path, root: Path, frames: int | None = None) -> Path:
+    """``root`` holding Ped2 Train001-008 (their first ``frames`` frames, all by default) as symlinked files."""
+    for i in range(1, 9):
+        clip = shared_data / "ucsd_ped2" / "train" / f"Train{i:03d}"
+        (root / clip.name).mkdir(parents=True)
+        for frame in sorted(clip.glob("*.jpg"))[:frames]:
+            (root / clip.name / frame.name).symlink_to(frame)
+    return root
+
+
 def test_probe_clips_differ_from_their_background_exactly_in_their_anomalous_frames(
         shared_data: Path, tmp_path: Path) -> None:
     train = shared_data / "ucsd_ped2" / "train"
-    normal = tmp_path / "normal"
-    normal.mkdir()
-    for i in range(1, 9):  # 6 fit clips, 2 probe clips (Train004, Train008)
-        (normal / f"Train{i:03d}").mkdir()
-        for frame in (train / f"Train{i:03d}").glob("*.jpg"):
-            (normal / f"Train{i:03d}" / frame.name).symlink_to(frame)
+    normal = _train_clips(shared_data, tmp_path / "normal")  # 6 fit clips, 2 probe clips (Train004, Train008)
     config = AnomalyConfig()
     made = build_probe(normal, tmp_path / "probe", FeatureCache(tmp_path / "cache", tmp_path / "unused.onnx"), config)
     assert made["probe_clips"] == ["Train004", "Train008"]
@@ -143,12 +148,7 @@ def test_probe_report_chooses_on_the_probe_and_nests_the_test_clips(labelled_cut
     from models.anomaly.probe import probe_report
 
     data, labels_csv = labelled_cuts
-    train = shared_data / "ucsd_ped2" / "train"
-    normal = tmp_path / "normal"
-    for i in range(1, 9):
-        (normal / f"Train{i:03d}").mkdir(parents=True)
-        for frame in sorted((train / f"Train{i:03d}").glob("*.jpg"))[:60]:
-            (normal / f"Train{i:03d}" / frame.name).symlink_to(frame)
+    normal = _train_clips(shared_data, tmp_path / "normal", frames=60)
     both_parts = Variant(pool="row", appearance_weight=1.0, appearance_pool="row", flow_first="next",
                          appearance_frames="last")
     report = probe_report(normal, data, labels_csv, tmp_path / "out", trunk_240, tmp_path / "cache",
@@ -175,12 +175,7 @@ def test_probe_command_needs_normal_footage(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_probe_clips_too_short_for_an_event_are_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
-    train = shared_data / "ucsd_ped2" / "train"
-    normal = tmp_path / "normal"
-    for i in range(1, 9):
-        (normal / f"Train{i:03d}").mkdir(parents=True)
-        for frame in sorted((train / f"Train{i:03d}").glob("*.jpg"))[:40]:
-            (normal / f"Train{i:03d}" / frame.name).symlink_to(frame)
+    normal = _train_clips(shared_data, tmp_path / "normal", frames=40)
     with pytest.raises(FootageError, match=r"Train004: has 40 frames; a probe clip needs at least 51"):
         build_probe(normal, tmp_path / "probe", FeatureCache(tmp_path / "cache", tmp_path / "unused.onnx"),
                     AnomalyConfig())
