@@ -207,12 +207,15 @@ class VariantScores:
 
 
 def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[str, Path],
-                   variants: Sequence[Variant], params: Mapping[str, Any] | None = None) -> list[VariantScores]:
+                   variants: Sequence[Variant], params: Mapping[str, Any] | None = None,
+                   keep_maps: bool = True) -> list[VariantScores]:
     """Fit every variant on ``normal`` clips (no labels) and score every ``test`` clip.
 
     The motion and appearance parts are fitted independently (``pipeline.calibration``), so each
     appearance memory (pool, bank size) is fitted and scored once and shared by the fits that differ
-    only in motion settings: the same arithmetic as fitting each variant whole."""
+    only in motion settings: the same arithmetic as fitting each variant whole. ``keep_maps=False``
+    drops each variant's per-frame maps once scored (a caller that reads only scores: hundreds of
+    variants' maps of thousands of frames are gigabytes)."""
     base = {**AnomalyConfig().fit, **(params or {})}
     out: list[VariantScores] = []
     c4_normal = np.concatenate([cache.c4(c) for c in normal]).astype(np.float32)
@@ -258,7 +261,7 @@ def score_variants(cache: FeatureCache, normal: Sequence[Path], test: Mapping[st
                 maps = {name: (weights[0] * m + weights[1] * a) * scale[0] for name, (m, a) in parts.items()}
                 scores = {name: live_frame_scores(mp.reshape(len(mp), -1).max(axis=1), v.window)
                           for name, mp in maps.items()}
-            out.append(VariantScores(v, scores, maps))
+            out.append(VariantScores(v, scores, maps if keep_maps else {}))
     order = {v: i for i, v in enumerate(variants)}
     return sorted(out, key=lambda s: order[s.variant])
 

@@ -33,8 +33,10 @@ rounds 1-8 with the six test clips in view.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -266,8 +268,6 @@ def build_probe(normal: Path, out: Path, cache: FeatureCache, config: AnomalyCon
 
 def _content_digest(folder: Path) -> str:
     """The probe clips' bytes: the feature cache keys clips by path, so changed clips get a new path."""
-    import hashlib
-
     digest = hashlib.sha1()
     for path in sorted(folder.rglob("*.jpg")):
         digest.update(path.relative_to(folder).as_posix().encode())
@@ -306,21 +306,21 @@ def probe_report(normal: Path, data: Path, labels_path: Path, out: Path, trunk: 
     made = build_probe(normal, staging, cache, config)
     clips_dir = out / f"clips-{_content_digest(staging)}"
     if clips_dir.exists():
-        import shutil
-
         shutil.rmtree(staging)
     else:
         staging.rename(clips_dir)
     probe_labels = read_labels(clips_dir / "labels.csv")
     by_name = {c.name: c for c in find_clips(normal)}
     fit_clips = [by_name[n] for n in made["fit_clips"]]
-    probe = score_variants(cache, fit_clips, {c: clips_dir / c for c in sorted(probe_labels)}, variants)
+    probe = score_variants(cache, fit_clips, {c: clips_dir / c for c in sorted(probe_labels)}, variants,
+                           keep_maps=False)
     names = sorted(probe_labels)
     aucs = [pooled_auc(r.scores, probe_labels, names) for r in probe]
     chosen = choose_index(aucs)
     # the labelled test clips: every variant fitted on all normal clips (what `make models` does)
     test_labels = read_labels(labels_path)
-    test = score_variants(cache, list(by_name.values()), {c: data / c for c in sorted(test_labels)}, variants)
+    test = score_variants(cache, list(by_name.values()), {c: data / c for c in sorted(test_labels)}, variants,
+                          keep_maps=False)
     rows = []
     for i, (p, t) in enumerate(zip(probe, test, strict=True)):
         s = summary(t.scores, test_labels)
