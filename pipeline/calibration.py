@@ -208,21 +208,28 @@ def appearance_map(c4: np.ndarray, state: Mapping[str, np.ndarray], chunk: int =
 FRAME_SCORES = ("peak", "window")
 
 
+def suffix_means(peaks: np.ndarray) -> np.ndarray:
+    """``[..., T]`` -> element k's mean of ``peaks[..., k:]`` (a window frame's own peak and the next ones')."""
+    sums = np.cumsum(peaks[..., ::-1], axis=-1)[..., ::-1]
+    return (sums / np.arange(peaks.shape[-1], 0, -1)).astype(peaks.dtype)
+
+
 def anomaly_window(maps: np.ndarray, scale: np.ndarray, frame_score: str = "peak",
                    persist: bool = False) -> dict[str, np.ndarray]:
     """``maps [N, T, h, w]`` -> ``scores [N, 1]`` (mean over T of each frame's peak),
     ``frame_scores [N, T]`` and ``heatmap [N, h, w]`` (max over T), all scaled.
 
-    ``frame_score="peak"``: each frame's own peak. ``"window"``: every frame of the window takes the
-    window's score (temporal smoothing: a frame then reads the mean of its peak and the next T-1).
-    ``persist``: the maps pass :func:`persist_maps` first."""
+    ``frame_score="peak"``: each frame's own peak. ``"window"``: frame k reads the mean of the window's
+    peaks k..T-1 (temporal smoothing: a frame that starts a window reads the window score, the mean of its
+    peak and the next T-1; a clip's last frames, which start no window, read their own and the following
+    peaks, never earlier frames'). ``persist``: the maps pass :func:`persist_maps` first."""
     if frame_score not in FRAME_SCORES:
         raise ValueError(f"unknown frame_score {frame_score!r}; valid: {', '.join(FRAME_SCORES)}")
     if persist:
         maps = persist_maps(maps)
     peaks = maps.reshape(*maps.shape[:2], -1).max(axis=-1) * scale[0]
     scores = peaks.mean(axis=1, keepdims=True)
-    frame_scores = np.repeat(scores, peaks.shape[1], axis=1) if frame_score == "window" else peaks
+    frame_scores = suffix_means(peaks) if frame_score == "window" else peaks
     return {"scores": scores, "frame_scores": frame_scores, "heatmap": maps.max(axis=1) * scale[0]}
 
 

@@ -46,6 +46,7 @@ from pipeline.calibration import (
     last_frame_window_scores,
     motion_map,
     persist_maps,
+    suffix_means,
     window_stack,
 )
 from pipeline.errors import VidwatchError
@@ -152,13 +153,14 @@ def live_frame_scores(peaks: np.ndarray, window: int) -> np.ndarray:
     """Per-frame scores as ``score_frames`` assembles them for a package with stride 1.
 
     Frame i is read from the latest window covering it (the one starting at i, or the clip's last
-    one); with ``window`` frames averaged that is the mean of ``peaks[j:j + window]``, j = min(i, F - window).
+    one) at its place in it; with ``window`` frames averaged that is the mean of its own and the following
+    peaks of that window: ``peaks[i:min(i + window, F)]`` (README round 11).
     """
     if window <= 1:
         return peaks.astype(np.float32)
     f = len(peaks)
     csum = np.concatenate([[0.0], np.cumsum(peaks, dtype=np.float64)])
-    starts = np.minimum(np.arange(f), max(f - window, 0))
+    starts = np.arange(f)
     ends = np.minimum(starts + window, f)
     return ((csum[ends] - csum[starts]) / (ends - starts)).astype(np.float32)
 
@@ -170,14 +172,18 @@ def last_appearance_scores(motion: np.ndarray, appearance: np.ndarray, window_fr
 
     ``motion``/``appearance``: weighted, scaled per-frame parts. Frame i is read from the window starting
     at j = min(i, F - T) (the latest covering it), whose maps are ``motion[k] + appearance[j + T - 1]``;
-    its score is its own peak there (``"peak"``) or the mean of the window's peaks (``"window"``)."""
+    its score is its own peak there (``"peak"``) or the mean of its own and the following peaks of that
+    window (``"window"``: the window's score for a frame that starts it)."""
     f = len(motion)
     t = min(window_frames, f)
     starts = np.minimum(np.arange(f), f - t)
     maps = motion + appearance[starts + t - 1]
     if frame_score == "peak":
         return maps, maps.reshape(f, -1).max(axis=1).astype(np.float32)
-    return maps, last_frame_window_scores(motion, appearance, t)[starts]  # each window's score, as the fitter's
+    scores = last_frame_window_scores(motion, appearance, t)[starts]  # each window's score, as the fitter's
+    last_peaks = maps[f - t:].reshape(t, -1).max(axis=1).astype(np.float32)  # the clip's last window
+    scores[f - t + 1:] = suffix_means(last_peaks)[1:]  # frames that start no window
+    return maps, scores
 
 
 def persistent_scores(motion: np.ndarray, appearance: np.ndarray, window_frames: int, frame_score: str,
@@ -185,7 +191,8 @@ def persistent_scores(motion: np.ndarray, appearance: np.ndarray, window_frames:
     """Per-frame maps ``[F, h, w]`` and scores ``[F]`` as ``score_frames`` assembles them at stride 1 for a
     package whose window graph applies persistence (fit parameter ``persist``): frame i is read from the
     window starting at j = min(i, F - T), whose maps (with their appearance as ``appearance_frames`` says)
-    pass ``pipeline.calibration.persist_maps``; its score is its own peak there or the window's mean peak."""
+    pass ``pipeline.calibration.persist_maps``; its score is its own peak there or the mean of its own and the
+    following peaks of that window."""
     f = len(motion)
     t = min(window_frames, f)
     starts = np.minimum(np.arange(f), f - t)
@@ -194,7 +201,9 @@ def persistent_scores(motion: np.ndarray, appearance: np.ndarray, window_frames:
     maps = windows[starts, np.arange(f) - starts]
     if frame_score == "peak":
         return maps, peaks[starts, np.arange(f) - starts].astype(np.float32)
-    return maps, peaks.mean(axis=1)[starts].astype(np.float32)
+    scores = peaks.mean(axis=1)[starts].astype(np.float32)
+    scores[f - t + 1:] = suffix_means(peaks[-1].astype(np.float32))[1:]  # frames that start no window
+    return maps, scores
 
 
 @dataclass

@@ -45,8 +45,17 @@ def _window_outputs(maps: torch.Tensor, scale: torch.Tensor, frame_score: str,
         maps = torch.minimum(maps, pooled)
     peaks = maps.flatten(2).amax(dim=-1) * scale[0]
     scores = peaks.mean(dim=1, keepdim=True)
-    frame_scores = scores.expand_as(peaks) * 1.0 if frame_score == "window" else peaks
+    frame_scores = _suffix_means(peaks) if frame_score == "window" else peaks
     return scores, frame_scores, maps.amax(dim=1) * scale[0]
+
+
+def _suffix_means(peaks: torch.Tensor) -> torch.Tensor:
+    """``[N, T]`` -> frame k's mean of peaks k..T-1: its own and the next frames' inside the window (the
+    window's first frame reads the window score; a clip's last frames, which start no window, read their own
+    and what follows, not the frames before them: README round 11)."""
+    sums = peaks.flip(1).cumsum(1).flip(1)
+    counts = torch.ones_like(peaks).flip(1).cumsum(1).flip(1)  # T..1, traced with T dynamic
+    return sums / counts
 
 
 class _WindowGraph(nn.Module):

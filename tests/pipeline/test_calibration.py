@@ -76,7 +76,11 @@ def test_window_frame_score_smooths() -> None:
     maps = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 2, 2)
     peak, window = anomaly_window(maps, np.ones(1)), anomaly_window(maps, np.ones(1), "window")
     np.testing.assert_array_equal(peak["scores"], window["scores"])
-    np.testing.assert_allclose(window["frame_scores"], np.repeat(peak["scores"], 3, axis=1))
+    # frame k reads its own and the following peaks of the window: the first the window score
+    peaks = peak["frame_scores"]
+    np.testing.assert_allclose(window["frame_scores"][:, 0], peak["scores"][:, 0])
+    np.testing.assert_allclose(window["frame_scores"][:, 1], peaks[:, 1:].mean(axis=1))
+    np.testing.assert_allclose(window["frame_scores"][:, 2], peaks[:, 2])
     np.testing.assert_array_equal(peak["frame_scores"], maps.reshape(2, 3, -1).max(-1))
 
 

@@ -115,8 +115,9 @@ def test_live_frame_scores_match_the_runner_assembly() -> None:
     peaks = np.arange(10, dtype=np.float32)
     np.testing.assert_array_equal(live_frame_scores(peaks, 1), peaks)
     got = live_frame_scores(peaks, 3)
-    # frame i reads the window starting at i; the last two frames read the clip's last window
-    np.testing.assert_allclose(got, [1, 2, 3, 4, 5, 6, 7, 8, 8, 8])
+    # frame i reads the window starting at i; the last two frames start no window and read their own and the
+    # following peaks of the clip's last window (never earlier frames': README round 11)
+    np.testing.assert_allclose(got, [1, 2, 3, 4, 5, 6, 7, 8, 8.5, 9])
 
 
 def test_last_appearance_scores_assemble_frames_as_the_runner() -> None:
@@ -130,7 +131,7 @@ def test_last_appearance_scores_assemble_frames_as_the_runner() -> None:
     np.testing.assert_allclose(peak, [(motion[i] + appearance[e]).max() for i, e in enumerate(ends)], rtol=1e-6)
     _, window = last_appearance_scores(motion, appearance, 3, "window")
     starts = [0, 1, 2, 3, 4, 4, 4]
-    want = [np.mean([(motion[k] + appearance[j + 2]).max() for k in range(j, j + 3)]) for j in starts]
+    want = [np.mean([(motion[k] + appearance[j + 2]).max() for k in range(i, j + 3)]) for i, j in enumerate(starts)]
     np.testing.assert_allclose(window, want, rtol=1e-6)
     # an appearance that never changes scores as every frame's own
     still = np.repeat(appearance[:1], 7, axis=0)
@@ -156,9 +157,9 @@ def test_persistent_scores_assemble_frames_as_the_runner() -> None:
     np.testing.assert_allclose(peak, want.reshape(7, -1).max(axis=1), rtol=1e-6)
     _, window = persistent_scores(motion, appearance, 3, "window", "all")
     starts = [0, 1, 2, 3, 4, 4, 4]
-    windows = [[np.minimum(every[k], pooled(every[k + 1 if k < j + 2 else k - 1])).max() for k in range(j, j + 3)]
-               for j in starts]
-    np.testing.assert_allclose(window, np.mean(windows, axis=1), rtol=1e-6)
+    windows = [[np.minimum(every[k], pooled(every[k + 1 if k < j + 2 else k - 1])).max() for k in range(i, j + 3)]
+               for i, j in enumerate(starts)]  # a frame's own and the following peaks of its window
+    np.testing.assert_allclose(window, [np.mean(w) for w in windows], rtol=1e-6)
     # with the window's last appearance: frame 0's window ends at frame 2
     last, _ = persistent_scores(motion, appearance, 3, "peak", "last")
     np.testing.assert_allclose(last[0], np.minimum(motion[0] + appearance[2], pooled(motion[1] + appearance[2])))
