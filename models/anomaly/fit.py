@@ -177,8 +177,9 @@ def _manifest(name: str, config: AnomalyConfig, fit_info: dict[str, Any]) -> dic
                       f"({quantile} quantile of held-out normal window scores)",
             "frame_scores": ("[N,T] each frame's peak anomaly (max over locations), same scale"
                              if config.frame_score == "peak" else
-                             "[N,T] the window's score for every frame of it (temporal smoothing: a frame "
-                             f"reads the mean peak of itself and the {config.window_frames - 1} frames after it)"),
+                             "[N,T] frame k: the mean of the window's peaks k..T-1 (temporal smoothing: the "
+                             "window's first frame reads the window score, the mean peak of itself and the "
+                             f"{config.window_frames - 1} frames after it; a clip's last frames, as far as it goes)"),
             "heatmap": f"[N,{config.grid[0]},{config.grid[1]}] max over the window of the per-location anomaly, "
                        f"same scale; one cell = 16x16 input pixels",
             "runtime.flow": f"[4,h,w] DIS flow per 16x16 cell: {', '.join(CHANNELS)}",
