@@ -245,12 +245,13 @@ def test_a_non_default_variant_runs_and_calibrates_live(normal_dir: Path, trunk:
     c4 = create_engine("onnxruntime", trunk, {}).run({"frames": np.stack(frames)})["c4"]
     graph = create_engine("onnxruntime", package.graph_path(m.graph("anomaly")), {})
     got = graph.run({"c4": c4[None], "flow": motion[None], **{k: state[k] for k in STATE_INPUTS}})
-    want = anomaly_window(anomaly_maps(c4, motion, state)[None], state["scale"], "window")
+    maps = anomaly_maps(c4, motion, state)[None]
+    want = anomaly_window(maps, state["scale"], "window")
     for name in OUTPUTS:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
     # the window's first frame reads the window mean, the last its own peak (README round 11)
     assert np.allclose(got["frame_scores"][:, 0], got["scores"][:, 0])
-    peaks = anomaly_window(anomaly_maps(c4, motion, state)[None], state["scale"], "peak")["frame_scores"]
+    peaks = anomaly_window(maps, state["scale"], "peak")["frame_scores"]
     np.testing.assert_allclose(got["frame_scores"][:, -1], peaks[:, -1], rtol=1e-4, atol=1e-4)
     results, fitted_state = _calibrate_live(package, _frames(ped2, "Test001", 0, 40))
     assert fitted_state is not None and set(fitted_state) >= set(STATE_INPUTS)
